@@ -1,0 +1,3 @@
+from seachat.app.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""seachat's publisher half: checkpoint reading, GGUF writing, quantization and evaluation."""

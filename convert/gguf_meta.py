@@ -1,0 +1,208 @@
+"""Fast GGUF header reader.
+
+gguf-py's GGUFReader parses every array into numpy views: on a 262k-token vocabulary that
+takes ~10 s, far too slow for listing a model library or planning a quantization. This reader
+walks the header once, keeps scalars and short arrays, and only records the length of long
+arrays (token lists, scores, merges) unless asked for them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+GGUF_MAGIC = b"GGUF"
+
+_SCALAR_FORMATS: dict[int, str] = {
+    GGUFValueType.UINT8: "<B",
+    GGUFValueType.INT8: "<b",
+    GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I",
+    GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f",
+    GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q",
+    GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d",
+}
+
+
+class GGUFFormatError(ValueError):
+    """The file is not a readable GGUF (wrong magic, truncated, unknown value type)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # GGUF order: fastest-varying dimension first (row length first)
+    ggml_type: int
+    offset: int  # relative to the start of the data section
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return GGMLQuantizationType(self.ggml_type).name
+        except ValueError:
+            return f"type{self.ggml_type}"
+
+    @property
+    def n_bytes(self) -> int:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(self.ggml_type)]
+        return self.n_elements // block * type_size
+
+
+@dataclass
+class GGUFHeader:
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    array_lengths: dict[str, int]  # long arrays that were skipped: key -> length
+    tensors: list[TensorInfo] = field(default_factory=list)
+    data_offset: int = 0
+    file_size: int = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    def arch_key(self, suffix: str, default: Any = None) -> Any:
+        return self.metadata.get(f"{self.architecture}.{suffix}", default)
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def bits_per_weight(self) -> float:
+        n = self.n_params
+        return 8.0 * self.tensor_bytes / n if n else 0.0
+
+
+class _Cursor:
+    def __init__(self, buf: mmap.mmap | bytes, path: Path) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.path = path
+
+    def unpack(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.buf):
+            raise GGUFFormatError(f"{self.path}: truncated GGUF header at byte {self.pos}")
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return value
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if self.pos + n > len(self.buf):
+            raise GGUFFormatError(f"{self.path}: truncated GGUF string at byte {self.pos}")
+        raw = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        return raw.decode("utf-8", errors="replace")
+
+    def skip_string(self) -> None:
+        n = self.unpack("<Q")
+        self.pos += n
+
+    def value(self, vtype: int, keep_arrays_up_to: int, key: str, lengths: dict[str, int]) -> Any:
+        if vtype == GGUFValueType.STRING:
+            return self.string()
+        if vtype == GGUFValueType.ARRAY:
+            item_type = self.unpack("<I")
+            count = self.unpack("<Q")
+            if count > keep_arrays_up_to:
+                lengths[key] = count
+                self._skip_array(item_type, count)
+                return None
+            return [self.value(item_type, keep_arrays_up_to, key, lengths) for _ in range(count)]
+        fmt = _SCALAR_FORMATS.get(vtype)
+        if fmt is None:
+            raise GGUFFormatError(f"{self.path}: unknown GGUF value type {vtype} for key {key!r}")
+        return self.unpack(fmt)
+
+    def _skip_array(self, item_type: int, count: int) -> None:
+        if item_type == GGUFValueType.STRING:
+            buf, pos, unpack = self.buf, self.pos, struct.unpack_from
+            for _ in range(count):
+                (n,) = unpack("<Q", buf, pos)
+                pos += 8 + n
+            self.pos = pos
+        elif item_type == GGUFValueType.ARRAY:
+            for _ in range(count):
+                self.value(GGUFValueType.ARRAY, 0, "", {})
+        else:
+            fmt = _SCALAR_FORMATS.get(item_type)
+            if fmt is None:
+                raise GGUFFormatError(f"{self.path}: unknown GGUF array type {item_type}")
+            self.pos += struct.calcsize(fmt) * count
+
+
+def read_gguf_header(
+    path: str | Path, keep_arrays_up_to: int = 256, arrays: tuple[str, ...] = ()
+) -> GGUFHeader:
+    """Read metadata and tensor infos; arrays longer than `keep_arrays_up_to` are skipped
+    unless their key is listed in `arrays`."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = path.stat().st_size
+            if size < 24:
+                raise GGUFFormatError(f"{path}: too small to be a GGUF file ({size} bytes)")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _parse(buf, path, size, keep_arrays_up_to, arrays)
+    except OSError as exc:
+        raise GGUFFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _parse(
+    buf: mmap.mmap, path: Path, size: int, keep_arrays_up_to: int, arrays: tuple[str, ...]
+) -> GGUFHeader:
+    cur = _Cursor(buf, path)
+    if bytes(buf[:4]) != GGUF_MAGIC:
+        raise GGUFFormatError(f"{path}: not a GGUF file (bad magic)")
+    cur.pos = 4
+    version = cur.unpack("<I")
+    if version not in (2, 3):
+        raise GGUFFormatError(f"{path}: unsupported GGUF version {version}")
+    n_tensors = cur.unpack("<Q")
+    n_kv = cur.unpack("<Q")
+    metadata: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        vtype = cur.unpack("<I")
+        limit = 1 << 62 if key in arrays else keep_arrays_up_to
+        value = cur.value(vtype, limit, key, lengths)
+        if value is not None or key not in lengths:
+            metadata[key] = value
+    tensors: list[TensorInfo] = []
+    for _ in range(n_tensors):
+        name = cur.string()
+        n_dims = cur.unpack("<I")
+        shape = tuple(cur.unpack("<Q") for _ in range(n_dims))
+        ggml_type = cur.unpack("<I")
+        offset = cur.unpack("<Q")
+        tensors.append(TensorInfo(name, shape, ggml_type, offset))
+    alignment = int(metadata.get("general.alignment", 32))
+    data_offset = (cur.pos + alignment - 1) // alignment * alignment
+    return GGUFHeader(path, version, metadata, lengths, tensors, data_offset, size)

@@ -1,0 +1,1 @@
+"""Quantization profiles, kept as TOML data files beside this module."""
