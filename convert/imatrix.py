@@ -87,7 +87,9 @@ class ImatrixCollector:
         self.callback = L.ggml_backend_sched_eval_callback(self._on_node)
 
     def _wanted(self, name: str) -> bool:
-        return name.startswith("blk.") or (self.process_output and name == "output.weight")
+        # process_output: the output projection too — output.weight, or token_embd.weight
+        # when the embedding is tied to the output (Gemma): then its matmul is the output's
+        return name.startswith("blk.") or (self.process_output and name in ("output.weight", "token_embd.weight"))
 
     def _on_node(self, t_ptr: int, ask: bool, user_data: int) -> bool:
         try:
