@@ -153,7 +153,7 @@ def build_calibration(
 ) -> CalibrationSet:
     """Tokenize every language, give each its share of `total_tokens` (fewer when a language
     runs out: the total shrinks so the shares hold), cut into chunks of at most chunk_size
-    tokens, each starting with BOS."""
+    tokens, each starting with BOS (when the model's tokenizer adds one, as llama-imatrix does)."""
     notes: list[str] = []
     weights: dict[str, float] = {}
     if mix:
@@ -212,6 +212,7 @@ def build_calibration(
         quota = int(shares[lang] * total)
         toks = streams[lang][:quota]
         used[lang] = len(toks)
-        for piece in _split_even(toks, chunk_size - 1):
-            chunks.append([model.bos, *piece])
+        lead = [model.bos] if model.add_bos else []
+        for piece in _split_even(toks, chunk_size - len(lead)):
+            chunks.append([*lead, *piece])
     return CalibrationSet(chunks, used, {k: len(v) for k, v in streams.items()}, limited_by, notes)

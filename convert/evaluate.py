@@ -8,7 +8,8 @@ the text length — 128 MiB per array for Gemma's 262k vocabulary at n_batch=128
 positions x vocabulary are never held.
 
 Per language: mean and 99th-percentile KL(reference || candidate), top-1 agreement,
-perplexity of both, tokens per character. Chunks start with BOS; positions 1..L-2 of a chunk
+perplexity of both, tokens per character. Chunks start with BOS (when the model's tokenizer
+adds one); positions 1..L-2 of a chunk
 of L tokens are scored (each prediction has context and a next token), the same positions
 for every metric and every model. KL is computed as sum p·(log p − log q) from
 identically-computed log-softmaxes, so a model against itself scores exactly 0.
@@ -253,7 +254,7 @@ def evaluate_models(
         for lang, text in sorted(texts.items()):
             toks = ref_model.tokenize(text, add_special=False)
             tpc = len(toks) / max(len(text), 1)
-            plan[lang] = (_chunks(toks[:max_tokens], n_ctx, ref_model.bos), tpc)
+            plan[lang] = (_chunks(toks[:max_tokens], n_ctx, ref_model.bos if ref_model.add_bos else None), tpc)
         reports = [
             EvalReport(
                 str(m),

@@ -37,10 +37,14 @@ class ImatrixEntry:
 
     def mean(self) -> np.ndarray:
         """What the quantizer takes: per-column mean of x² (1.0 where nothing was seen, as
-        llama-quantize does), flattened over experts."""
-        out = np.ones_like(self.sums, dtype=np.float32)
+        llama-quantize does), flattened over experts. Computed exactly as llama-quantize does
+        from the file (float32 sums / float32 count), so a matrix used in memory and the same
+        matrix written and read back quantize to identical bytes."""
+        out = np.ones(self.sums.shape, dtype=np.float32)
         seen = self.counts > 0
-        out[seen] = (self.sums[seen] / self.counts[seen, None]).astype(np.float32)
+        sums32 = self.sums[seen].astype(np.float32).astype(np.float64)
+        counts32 = self.counts[seen].astype(np.float32).astype(np.float64)
+        out[seen] = (sums32 / counts32[:, None]).astype(np.float32)
         return out.reshape(-1)
 
 
@@ -89,7 +93,9 @@ class ImatrixCollector:
     def _wanted(self, name: str) -> bool:
         # process_output: the output projection too — output.weight, or token_embd.weight
         # when the embedding is tied to the output (Gemma): then its matmul is the output's
-        return name.startswith("blk.") or (self.process_output and name in ("output.weight", "token_embd.weight"))
+        return name.startswith("blk.") or (
+            self.process_output and name in ("output.weight", "token_embd.weight")
+        )
 
     def _on_node(self, t_ptr: int, ask: bool, user_data: int) -> bool:
         try:
@@ -175,13 +181,14 @@ def _filter_name(name: str) -> str:
     return name
 
 
-def llama_imatrix_chunks(tokens: Sequence[int], n_ctx: int, bos: int) -> list[list[int]]:
+def llama_imatrix_chunks(tokens: Sequence[int], n_ctx: int, bos: int, add_bos: bool = True) -> list[list[int]]:
     """llama-imatrix's chunking of one tokenized text: whole chunks of n_ctx tokens, the first
-    token of each replaced by BOS, the remainder dropped."""
+    token of each replaced by BOS when the model adds one, the remainder dropped."""
     out = []
     for i in range(len(tokens) // n_ctx):
         chunk = list(tokens[i * n_ctx : (i + 1) * n_ctx])
-        chunk[0] = bos
+        if add_bos:
+            chunk[0] = bos
         out.append(chunk)
     return out
 

@@ -50,8 +50,12 @@ def write_imatrix(imatrix: Imatrix, path: str | Path) -> Path:
         writer.add_uint32(KEY_CHUNK_SIZE, int(imatrix.chunk_size))
         for name in sorted(imatrix.entries):
             e = imatrix.entries[name]
-            writer.add_tensor(name + SUM_SUFFIX, np.ascontiguousarray(e.sums, dtype=np.float32))
-            writer.add_tensor(name + COUNT_SUFFIX, e.counts.astype(np.float32).reshape(-1, 1))
+            sums = np.ascontiguousarray(e.sums, dtype=np.float32)
+            counts = e.counts.astype(np.float32).reshape(-1, 1)
+            if sums.shape[0] == 1:  # ggml drops trailing dimensions of 1: (n_cols,) and (1,)
+                sums, counts = sums.reshape(-1), counts.reshape(-1)
+            writer.add_tensor(name + SUM_SUFFIX, sums)
+            writer.add_tensor(name + COUNT_SUFFIX, counts)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
