@@ -152,6 +152,13 @@ def calibration_notes(f: CardFile) -> list[str]:
     return notes
 
 
+def _language_rank(code: str) -> int:
+    from seachat.app.languages import LANGUAGES
+
+    lang = lookup(code)
+    return LANGUAGES.index(lang) if lang else len(LANGUAGES)
+
+
 def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
     origins: dict[str, str] = {}
     first = files[0]
@@ -194,7 +201,7 @@ def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
         raw: list[str] = []
         for f in files:
             raw.extend(f.info.languages)
-        languages = iso_codes(raw)
+        languages = sorted(iso_codes(raw), key=_language_rank)  # stable across file order
         if languages:
             origins["language"] = "general.languages"
 
@@ -202,12 +209,15 @@ def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
         calibration = [overrides.calibration]
         origins["calibration"] = "--calibration"
     else:
+        # Per file, grouped: a card often mixes imatrix profiles with plain stock recipes.
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for f in sorted(files, key=lambda f: f.path.name):
+            groups.setdefault(tuple(calibration_notes(f)), []).append(f"`{f.path.name}`")
         calibration = []
-        for f in files:
-            for note in calibration_notes(f):
-                if note not in calibration:
-                    calibration.append(note)
-        if calibration:
+        if any(groups):
+            for notes, names in groups.items():
+                what = "; ".join(notes) if notes else "no importance matrix (no calibration text)"
+                calibration.append(f"{', '.join(names)}: {what}")
             origins["calibration"] = "GGUF metadata"
 
     architectures = sorted({f.info.architecture for f in files if f.info.architecture != "unknown"})
@@ -274,6 +284,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100.0 * value:.1f}%"
 
 
+def _mean_kld(report: EvalReport | None) -> float | None:
+    values = [
+        q.kld_mean for q in (report.languages.values() if report else []) if q.kld_mean is not None
+    ]
+    return sum(values) / len(values) if values else None
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -294,16 +311,23 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
 
     out.append("## Files")
     out.append("")
-    out.append(
-        f"| File | Profile | Type | Size | Bits/weight | RAM needed ({PLANNING_CONTEXT // 1024}k context) |"
-    )
-    out.append("|---|---|---|---:|---:|---:|")
+    with_quality = any(f.report is not None and f.report.languages for f in files)
+    head = f"| File | Profile | Type | Size | Bits/weight | RAM needed ({PLANNING_CONTEXT // 1024}k context) | `seachat pull` tag |"
+    rule = "|---|---|---|---:|---:|---:|---|"
+    if with_quality:  # a missing report leaves these columns out entirely
+        head += " Mean KLD | Worst language (KLD) |"
+        rule += "---:|---|"
+    out += [head, rule]
     for f in files:
-        out.append(
+        row = (
             f"| [{_md(f.path.name)}](https://huggingface.co/{repo_id}/blob/main/{f.path.name}) "
             f"| {_md(f.info.profile or '–')} | {f.info.quantization} | {human_bytes(f.info.file_size)} "
-            f"| {f.bpw:.2f} | {human_bytes(f.info.ram_needed())} |"
+            f"| {f.bpw:.2f} | {human_bytes(f.info.ram_needed())} | `{_md(pull_tag(f, files))}` |"
         )
+        if with_quality:
+            worst = f.report.worst() if f.report else None
+            row += f" {_fmt(_mean_kld(f.report))} | {f'{display_name(worst.code)} {_fmt(worst.kld_mean)}' if worst else '–'} |"
+        out.append(row)
     out.append("")
     summaries = [(f, f.meta(QUALITY_KEY)) for f in files if f.meta(QUALITY_KEY)]
     for f, summary in summaries:
@@ -322,7 +346,7 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
         "```sh",
         "pip install seachat",
         f"seachat pull {repo_id}:{tag}",
-        "seachat chat",
+        "seachat chat    # pick the model in the list",
         "```",
         "",
         "`seachat pull` resumes interrupted downloads and checks every file's sha256; "
@@ -390,11 +414,13 @@ def _quality_section(files: list[CardFile]) -> list[str]:
         "profile is tuned to protect."
     )
     out.append("")
-    header = (
-        "| Language | "
-        + " | ".join(f"{_md(f.label)} KLD | {_md(f.label)} top-1" for f in reported)
-        + " |"
-    )
+    labels = [f.label for f in reported]
+    # Two files of one type (say, two Q4_K_M variants) are told apart by file name.
+    names = [
+        lab if labels.count(lab) == 1 else f.path.stem
+        for lab, f in zip(labels, reported, strict=True)
+    ]
+    header = "| Language | " + " | ".join(f"{_md(n)} KLD | {_md(n)} top-1" for n in names) + " |"
     out.append(header)
     out.append("|---|" + "---:|---:|" * len(reported))
     for code in codes:

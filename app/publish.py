@@ -144,6 +144,13 @@ def publish(
             f"{repo_id}: cannot reach the Hub ({type(exc).__name__}); nothing was published — "
             "run the command again when online (the card is already written)."
         ) from exc
+    except ValueError as exc:
+        if "Invalid metadata in README.md" not in str(exc):
+            raise
+        raise UserError(
+            f"{card_path}: the Hub rejected the card's metadata ({' '.join(str(exc).split())}); "
+            "fix the value given by flag or metadata and publish again."
+        ) from exc
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise UserError(

@@ -31,6 +31,11 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 LFS_THRESHOLD = 1024  # files at least this big are "LFS" (the real Hub: 10 MB or binary)
 
 
+def is_lfs(name: str, size: int) -> bool:
+    """Like the Hub: binary model files go through LFS, small text (README, JSON) does not."""
+    return size >= LFS_THRESHOLD and not name.endswith((".md", ".json", ".txt"))
+
+
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -73,6 +78,7 @@ class FakeHub:
         self.requests: list[dict] = []
         self.blobs: dict[str, bytes] = {}  # sha256 -> content (what the CDN serves)
         self.uploaded: dict[str, bytes] = {}  # sha256 -> bytes PUT through LFS
+        self.validated: list[str] = []  # README.md contents sent to /api/validate-yaml
         self.lock = threading.Lock()
         self._hub = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "hub"))
         self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "cdn"))
@@ -191,6 +197,8 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 return self._lfs_batch(path)
             if "/resolve/" in path and self.command in ("GET", "HEAD"):
                 return self._resolve(path)
+            if path == "/api/validate-yaml" and self.command == "POST":
+                return self._validate_yaml()
             if path == "/api/whoami-v2":
                 return self._json(200, {"name": "tester", "type": "user", "auth": {}})
             return self._send(404)
@@ -217,7 +225,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 if blobs:
                     s["size"] = len(data)
                     s["blobId"] = git_blob_sha1(data)
-                    if len(data) >= LFS_THRESHOLD:
+                    if is_lfs(name, len(data)):
                         s["lfs"] = {
                             "sha256": hashlib.sha256(data).hexdigest(),
                             "size": len(data),
@@ -251,7 +259,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             if data is None:
                 return self._error(404, "EntryNotFound", "Entry not found")
             common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
-            if len(data) >= LFS_THRESHOLD:
+            if is_lfs(name, len(data)):
                 sha = hashlib.sha256(data).hexdigest()
                 location = f"{hub.cdn}/blobs/{sha}?name={quote(name)}"
                 return self._send(
@@ -328,7 +336,49 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
         # ------------------------------------------------------------ upload side
+        def _validate_yaml(self) -> None:
+            """The Hub parses the card's front matter before accepting a commit with it."""
+            import re
+
+            import yaml
+
+            content = json.loads(self._body())["content"]
+            m = re.match(r"^---\n(.*?)\n---\n", content, re.S)
+            errors = []
+            meta = yaml.safe_load(m.group(1)) if m else None
+            if not isinstance(meta, dict):
+                errors.append("no YAML metadata")
+            else:
+                for key in ("language", "tags"):
+                    value = meta.get(key)
+                    if value is not None and not (
+                        isinstance(value, list) and all(isinstance(v, str) for v in value)
+                    ):
+                        errors.append(f'"{key}" must be a list of strings')
+                if meta.get("base_model_relation") not in (
+                    None,
+                    "adapter",
+                    "merge",
+                    "quantized",
+                    "finetune",
+                ):
+                    errors.append('"base_model_relation" is invalid')
+            hub.validated.append(content)
+            if errors:
+                return self._json(400, {"errors": [{"message": e} for e in errors]})
+            self._json(200, {"warnings": []})
+
+        def _needs_token(self) -> bool:
+            """Writes need a token, like on the Hub (which answers 401 without one)."""
+            if self.headers.get("Authorization"):
+                return False
+            self._body()
+            self._json(401, {"error": "Invalid username or password."})
+            return True
+
         def _create_repo(self) -> None:
+            if self._needs_token():
+                return
             req = json.loads(self._body() or b"{}")
             org = req.get("organization")
             repo_id = f"{org}/{req['name']}" if org else f"tester/{req['name']}"
@@ -337,11 +387,13 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             self._json(200, {"url": f"{hub.endpoint}/{repo_id}", "name": repo_id})
 
         def _preupload(self, path: str) -> None:
+            if self._needs_token():
+                return
             req = json.loads(self._body() or b"{}")
             files = [
                 {
                     "path": f["path"],
-                    "uploadMode": "lfs" if f["size"] >= LFS_THRESHOLD else "regular",
+                    "uploadMode": "lfs" if is_lfs(f["path"], f["size"]) else "regular",
                     "shouldIgnore": False,
                 }
                 for f in req.get("files", [])
@@ -349,6 +401,8 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             self._json(200, {"files": files, "commitOid": "0" * 40})
 
         def _lfs_batch(self, path: str) -> None:
+            if self._needs_token():
+                return
             req = json.loads(self._body() or b"{}")
             objects = []
             for obj in req.get("objects", []):
@@ -372,6 +426,8 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             self._send(200)
 
         def _commit(self, path: str) -> None:
+            if self._needs_token():
+                return
             repo_id = path[len("/api/models/") :].split("/commit/")[0]
             repo = hub.repos.get(repo_id)
             if repo is None:

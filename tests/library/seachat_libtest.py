@@ -33,6 +33,10 @@ def write_gguf(
     base_model: tuple[str, str] | None = None,  # (organization, name)
     imatrix_dataset: str | None = None,
     extra: dict[str, str] | None = None,
+    block_count: int = 2,
+    embedding_length: int = 64,
+    head_count: int = 4,
+    context_length: int = 2048,
 ) -> Path:
     """A real, loadable-by-header GGUF (gguf-py's writer) with random tensor bytes, so that
     every file has a distinct sha256 and a size close to `n_bytes`."""
@@ -41,10 +45,10 @@ def write_gguf(
     path.parent.mkdir(parents=True, exist_ok=True)
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(name)
-    w.add_block_count(2)
-    w.add_embedding_length(64)
-    w.add_head_count(4)
-    w.add_context_length(2048)
+    w.add_block_count(block_count)
+    w.add_embedding_length(embedding_length)
+    w.add_head_count(head_count)
+    w.add_context_length(context_length)
     if file_type is not None:
         w.add_file_type(file_type)
     if profile:

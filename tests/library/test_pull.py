@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from seachat_fakehub import Faults, FakeHub, SilentServer, closed_port_endpoint
+from seachat_fakehub import FakeHub, Faults, SilentServer, closed_port_endpoint
 from seachat_libtest import ARABIC_NAME, THAI_NAME, spawn_seachat, write_gguf
 
 REPO = "sea-org/Tiny-SEA-GGUF"
