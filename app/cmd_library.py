@@ -161,7 +161,7 @@ def rm(name: str, models_dir: Path | None, yes: bool) -> None:
     or FILE.gguf.part for an unfinished download.
     """
     from seachat.app.hub_download import lock_path, state_path
-    from seachat.app.library import remove_source
+    from seachat.app.library import model_files, remove_source
     from seachat.app.model_info import human_bytes
     from seachat.app.paths import models_dir as resolve_dir
 
@@ -173,23 +173,27 @@ def rm(name: str, models_dir: Path | None, yes: bool) -> None:
         names = ", ".join(t.name for t in targets)
         raise UserError(f"{name} matches several files ({names}); give the exact file name.")
     target = targets[0]
-    size = target.stat().st_size
+    files = [target] if target.name.endswith(".part") else model_files(target)
+    files = [f for f in files if f.exists()]
+    size = sum(f.stat().st_size for f in files)
+    what = f"{target}" if len(files) == 1 else f"{target} and {len(files) - 1} more parts"
     if not yes:
         if not sys.stdin.isatty():
             raise UserError(
                 f"{target}: not removed — confirmation needs a terminal; pass --yes to remove it."
             )
-        if not click.confirm(f"Remove {target} ({human_bytes(size)})?", default=False):
+        if not click.confirm(f"Remove {what} ({human_bytes(size)})?", default=False):
             click.echo("Kept.")
             return
-    target.unlink()
-    if target.name.endswith(".part"):
-        final = target.with_name(target.name[: -len(".part")])
-        for extra in (state_path(final), lock_path(final)):
-            extra.unlink(missing_ok=True)
-    else:
-        remove_source(target)
-    click.echo(f"Removed {target} ({human_bytes(size)}).")
+    for f in files:
+        f.unlink()
+        if f.name.endswith(".part"):
+            final = f.with_name(f.name[: -len(".part")])
+            for extra in (state_path(final), lock_path(final)):
+                extra.unlink(missing_ok=True)
+        else:
+            remove_source(f)
+    click.echo(f"Removed {what} ({human_bytes(size)}).")
 
 
 def _match_for_rm(name: str, root: Path) -> list[Path]:
@@ -318,8 +322,8 @@ def pull(
     for result, bar in zip(outcome.results, progresses, strict=False):
         resumed = f", resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else ""
         note(f"{result.path.name}: sha256 verified, {bar.summary()}{resumed}")
-    for path in outcome.paths:
-        click.echo(str(path))
+    if outcome.paths:  # the model's path (for a split GGUF, its first part is what loads it)
+        click.echo(str(outcome.paths[0]))
 
 
 # --------------------------------------------------------------------------- publish

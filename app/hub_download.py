@@ -462,6 +462,8 @@ def _download_locked(
         state = PartState.new(remote, block_size)
     block_size = state.checkpoint.block_size  # a resumed part keeps the block size it began with
     hashes = _Hashes(block_size, git_size)
+    if part.exists() and part.stat().st_size > 64 * 1024 * 1024:
+        note(f"checking the {human_bytes(part.stat().st_size)} downloaded before")
     offset = _verify_existing(part, state.checkpoint, hashes, tell) if part.exists() else 0
     if offset != state.checkpoint.size:
         # Keep only the verified prefix; the hashes object already holds exactly that prefix.

@@ -12,8 +12,10 @@ one can tell "up to date" from "the Hub has a newer file". Interrupted downloads
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,9 @@ from seachat.app.paths import models_dir
 
 # Partial downloads and temp files written next to finished models are never listed.
 _SKIP_SUFFIXES = (".part", ".tmp", ".incomplete")
+
+# llama.cpp's split GGUFs (gguf-split, or the Hub's >50 GB files): the model is its first part.
+_SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,56 @@ def list_models(
         if key in seen or path.name.endswith(_SKIP_SUFFIXES):
             continue
         seen.add(key)
+        split = _SPLIT_NAME.match(path.name)
+        if split and int(split["no"]) > 1:
+            first = model_files(path)[0]
+            if not first.exists():
+                broken.append(
+                    BrokenModel(
+                        path,
+                        f"{path}: part of a split GGUF whose first part {first.name} is missing",
+                    )
+                )
+            continue  # listed with its first part
         try:
-            good.append(read_model_info(path))
+            info = read_model_info(path)
+            if split:
+                info = _merge_split(info)
+            good.append(info)
         except GGUFFormatError as exc:
             broken.append(BrokenModel(path, str(exc)))
     return good, broken
+
+
+def model_files(path: Path) -> list[Path]:
+    """Every file that makes up the model at `path`: all parts of a split GGUF, else [path]."""
+    m = _SPLIT_NAME.match(path.name)
+    if not m:
+        return [path]
+    count = int(m["count"])
+    return [
+        path.with_name(f"{m['prefix']}-{i:05d}-of-{m['count']}.gguf") for i in range(1, count + 1)
+    ]
+
+
+def _merge_split(first: ModelInfo) -> ModelInfo:
+    """Size and parameters of all parts (llama.cpp loads them all from the first)."""
+    from seachat.convert.gguf_meta import read_gguf_header
+
+    parts = model_files(first.path)
+    missing = [p.name for p in parts if not p.exists()]
+    if missing:
+        raise GGUFFormatError(
+            f"{first.path}: split GGUF with {len(missing)} of {len(parts)} parts missing "
+            f"({', '.join(missing[:3])}); pull it again to fetch them."
+        )
+    headers = [read_gguf_header(p) for p in parts[1:]]
+    return dataclasses.replace(
+        first,
+        file_size=first.file_size + sum(h.file_size for h in headers),
+        n_params=first.n_params + sum(h.n_params for h in headers),
+        extra={**first.extra, "split.count": str(len(parts))},
+    )
 
 
 def resolve_model(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from seachat_fakehub import FakeHub, Faults, SilentServer, closed_port_endpoint
-from seachat_libtest import ARABIC_NAME, THAI_NAME, spawn_seachat, write_gguf
+from seachat_libtest import ARABIC_NAME, BURMESE_NAME, THAI_NAME, spawn_seachat, write_gguf
 
 REPO = "sea-org/Tiny-SEA-GGUF"
 
@@ -344,3 +344,63 @@ def test_missing_repo_and_gated_repo_have_clear_messages(seachat, fake_hub: Fake
     assert "is gated" in r.stderr and "hf auth login" in r.stderr
     bad = seachat("pull", "not a repo!")
     assert bad.returncode == 2 and "OWNER/NAME" in bad.stderr
+
+
+def test_split_gguf_is_pulled_listed_and_removed_as_one_model(
+    seachat, fake_hub: FakeHub, models_dir: Path, tmp_path: Path
+):
+    import gguf
+    import numpy as np
+
+    src = tmp_path / "split"
+    w = gguf.GGUFWriter(str(src / "big-Q8_0.gguf"), "llama", split_max_tensors=1)
+    w.add_name(BURMESE_NAME)
+    w.add_block_count(2)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_context_length(2048)
+    rng = np.random.default_rng(7)
+    w.add_tensor("token_embd.weight", rng.standard_normal((4096, 64), dtype=np.float32))
+    w.add_tensor("output.weight", rng.standard_normal((4096, 64), dtype=np.float32))
+    src.mkdir()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    parts = sorted(src.glob("*.gguf"))
+    assert [p.name for p in parts] == [
+        "big-Q8_0-00001-of-00002.gguf",
+        "big-Q8_0-00002-of-00002.gguf",
+    ]
+    other = write_gguf(tmp_path / "o.gguf", n_bytes=1 << 20)
+    fake_hub.add_repo(
+        "org/big-GGUF",
+        {**{p.name: p.read_bytes() for p in parts}, "big-Q4_K_M.gguf": other.read_bytes()},
+    )
+
+    listed = seachat("pull", "org/big-GGUF")
+    assert listed.returncode == 2
+    assert "(2 parts)" in listed.stdout and "big-Q8_0-00002-of-00002" not in listed.stdout
+
+    r = seachat("pull", "org/big-GGUF:Q8_0")
+    assert r.returncode == 0, r.output
+    assert r.stdout.strip() == str(models_dir / parts[0].name)
+    for p in parts:
+        assert sha256(models_dir / p.name) == sha256(p)
+
+    data = json.loads(seachat("models", "--json").stdout)
+    (model,) = data["models"]
+    assert model["file"] == parts[0].name and model["name"] == BURMESE_NAME
+    assert model["size"] == sum(p.stat().st_size for p in parts)
+    assert model["parameters"] == 2 * 4096 * 64
+
+    r = seachat("rm", parts[0].name, "--yes")
+    assert r.returncode == 0 and "and 1 more parts" in r.stdout
+    assert not list(models_dir.glob("*.gguf"))
+
+    # A set missing a part is shown as broken, not as a model that would fail to load.
+    (models_dir / parts[0].name).write_bytes(parts[0].read_bytes())
+    data = json.loads(seachat("models", "--json").stdout)
+    assert data["models"] == []
+    (broken,) = data["broken"]
+    assert "1 of 2 parts missing" in broken["reason"]
