@@ -278,8 +278,14 @@ def pull(
         force=force,
     )
 
+    progresses: list[TransferProgress] = []
+
     def note(msg: str) -> None:
-        click.echo(msg, err=True)
+        live = [bar for bar in progresses if not bar.closed]
+        if live:
+            live[-1].interject(msg)
+        else:
+            click.echo(msg, err=True)
 
     if list_only:
         pull_mod.quiet_hub()
@@ -295,8 +301,6 @@ def pull(
         click.echo(f"GGUF files in {parsed.repo_id}:")
         click.echo(choices_table(choices, listing.every_gguf))
         return
-
-    progresses: list[TransferProgress] = []
 
     def progress_factory(label: str, total: int | None, initial: int) -> TransferProgress:
         bar = TransferProgress(label, total, initial)

@@ -542,9 +542,8 @@ def _download_locked(
                             raise _Transient(
                                 f"server answered Range {offset}- with {resp.headers.get('Content-Range')}"
                             )
-                    for (
-                        chunk
-                    ) in resp.iter_bytes():  # as received: nothing buffered is lost on a drop
+                    # Chunks as they arrive (no re-chunking buffer): nothing is lost on a drop.
+                    for chunk in resp.iter_bytes():
                         if not chunk:
                             continue
                         if remote.size is not None and offset + len(chunk) > remote.size:

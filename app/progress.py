@@ -56,6 +56,7 @@ class TransferProgress:
         self._samples: deque[tuple[float, int]] = deque([(self.started, initial)])
         self._last_draw = float("-inf")
         self._width = 0
+        self.closed = False
 
     def update(self, n: int) -> None:
         self.done += n
@@ -105,8 +106,21 @@ class TransferProgress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def interject(self, message: str) -> None:
+        """Print a message without tearing the progress line (a retry notice, say)."""
+        if self.is_tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self.stream.write(message + "\n")
+        if self.is_tty and not self.closed:
+            self._draw(self.clock())
+        self.stream.flush()
+
     def close(self, final_note: str = "") -> None:
         """Draw the last state (so logs show where it ended) and end the line."""
+        if self.closed:
+            return
+        self.closed = True
         self._draw(self.clock())
         if self.is_tty:
             self.stream.write("\n")

@@ -19,7 +19,6 @@ from typing import Any
 from seachat.app import hub_download
 from seachat.app.errors import UserError
 from seachat.app.hub_repo import (
-    Ambiguous,
     PullSpec,
     RepoGGUF,
     all_ggufs_in,
@@ -245,10 +244,7 @@ def pull(
     if listing is None:
         return _pull_offline(spec, models, str(reason))
 
-    try:
-        choice = choose(spec, listing.files, listing.every_gguf)
-    except Ambiguous:
-        raise
+    choice = choose(spec, listing.files, listing.every_gguf)  # Ambiguous lists the choices
     parts = split_parts(choice, listing.every_gguf)
     outcome = PullOutcome(paths=[], status="up-to-date")
     for part in parts:
@@ -370,18 +366,34 @@ def _pull_one(
         f"downloading {spec.repo_id}/{file.filename} ({human_bytes(remote.size or 0)}) "
         f"into {models}"
     )
-    result = hub_download.download(
-        remote,
-        final,
-        token=options.token,
-        retries=options.retries,
-        base_wait=options.base_wait,
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        block_size=options.block_size,
-        progress_factory=progress_factory,
-        note=note,
-    )
+    try:
+        result = hub_download.download(
+            remote,
+            final,
+            token=options.token,
+            retries=options.retries,
+            base_wait=options.base_wait,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            block_size=options.block_size,
+            progress_factory=progress_factory,
+            note=note,
+        )
+    except GatedRepoError as exc:
+        raise UserError(
+            f"{spec.repo_id} is gated: accept its terms at {hub_endpoint(options)}/"
+            f"{spec.repo_id}, then log in with `hf auth login` (or set HF_TOKEN)."
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise UserError(
+            f"{final.name}: the server refused the download ({_short(exc)}); what was "
+            f"downloaded is kept in {hub_download.part_path(final)} — run the command again."
+        ) from exc
+    except OSError as exc:  # disk full, permissions, a vanished folder
+        raise UserError(
+            f"{hub_download.part_path(final)}: cannot write ({exc.strerror or exc}); fix that "
+            "(free space, permissions) and run the command again to resume."
+        ) from exc
     _record(final, remote, listing, options)
     return final, result
 

@@ -139,3 +139,16 @@ def test_clip_keeps_whole_clusters():
     assert not clipped[:-1].endswith("\u17d2")
     clipped = clip(BURMESE_NAME, 6)
     assert cell_len(clipped) <= 6 and not clipped[:-1].endswith("\u1039")
+
+
+def test_messages_do_not_tear_the_progress_line():
+    now = [0.0]
+    out = io.StringIO()
+    bar = TransferProgress("m.gguf", 10 << 20, stream=out, is_tty=True, clock=lambda: now[0])
+    now[0] += 1
+    bar.update(1 << 20)
+    bar.interject("HTTP 503 from the server; retrying in 1.0s")
+    text = out.getvalue()
+    # The line is blanked, the message gets its own line, then the bar is drawn again.
+    before, after = text.split("HTTP 503 from the server; retrying in 1.0s\n")
+    assert before.endswith("\r") and "m.gguf" in after

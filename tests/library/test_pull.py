@@ -404,3 +404,44 @@ def test_split_gguf_is_pulled_listed_and_removed_as_one_model(
     assert data["models"] == []
     (broken,) = data["broken"]
     assert "1 of 2 parts missing" in broken["reason"]
+
+
+def test_a_failing_disk_keeps_the_partial_and_resumes(
+    seachat, library_env, fake_hub: FakeHub, repo, models_dir
+):
+    """Writes start failing mid-file (here: a file-size limit, EFBIG; a full disk is ENOSPC):
+    a one-line error, the verified part kept, and the next run continues from it."""
+    import resource
+    import subprocess
+    import sys
+
+    name = "tiny-sea-sea-q4.gguf"
+    size = repo[name].stat().st_size
+    limit = 2_000_000
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing us
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "seachat.app", "pull", f"{REPO}:sea-q4"],
+        env=library_env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write" in proc.stderr and "run the command again to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (models_dir / name).exists()
+    kept = read_state(models_dir, name)["checkpoint"]["size"]
+    assert 0 < kept <= limit
+
+    n_before = len(fake_hub.requests)
+    r = seachat("pull", f"{REPO}:sea-q4")
+    assert r.returncode == 0, r.output
+    second = [q for q in fake_hub.requests[n_before:] if q["role"] == "cdn"]
+    assert [q["range"] for q in second] == [f"bytes={kept}-"]
+    assert sum(q["sent"] for q in second) == size - kept
+    assert sha256(models_dir / name) == sha256(repo[name])
