@@ -18,8 +18,10 @@ from seachat.app.model_info import human_bytes
 # Files that end in .gguf but are not a chat model on their own.
 _NOT_A_MODEL = re.compile(r"(?i)(mmproj|imatrix|vocab|draft-)")
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+# A seachat profile (sea-q4) or a llama.cpp type (Q4_K_M, IQ4_XS, Q8_0, BF16). "tiny-sea-Q4_K_M"
+# is a Q4_K_M file of a model named "tiny-sea": a profile must not run into an underscore.
 _QUANT_LABEL = re.compile(
-    r"(?i)(?<![a-z0-9])(sea-q\d+(?:-[a-z]+)?|I?Q\d+(?:_[A-Z0-9]+)*|TQ\d_\d|BF16|F16|FP16|F32)(?![a-z0-9])"
+    r"(?i)(?<![a-z0-9])(sea-q\d+(?:-[a-z]+)?(?![a-z0-9_])|(?:I?Q\d+(?:_[A-Z0-9]+)*|TQ\d_\d|BF16|F16|FP16|F32)(?![a-z0-9]))"
 )
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 

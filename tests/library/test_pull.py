@@ -14,7 +14,10 @@ import pytest
 from seachat_fakehub import FakeHub, Faults, SilentServer, closed_port_endpoint
 from seachat_libtest import ARABIC_NAME, BURMESE_NAME, THAI_NAME, spawn_seachat, write_gguf
 
+from seachat.app.model_info import human_bytes
+
 REPO = "sea-org/Tiny-SEA-GGUF"
+MIXED_FILE = "ខ្មែរ-ລາວ-မြန်မာ-العربية-IQ4_XS.gguf"
 
 
 def sha256(path: Path) -> str:
@@ -35,6 +38,8 @@ def repo_files(tmp_path: Path) -> dict[str, Path]:
         # A Thai file name: the repo listing, the URL quoting and the library must all cope.
         "ไทย-Q8_0.gguf": write_gguf(src / "d.gguf", n_bytes=1 << 20, seed=4, file_type=7),
         "mmproj-F16.gguf": write_gguf(src / "e.gguf", n_bytes=4096, seed=5, file_type=1),
+        # Khmer, Lao, Burmese and Arabic in one name (with a Khmer coeng and Burmese asat).
+        MIXED_FILE: write_gguf(src / "f.gguf", n_bytes=256 << 10, seed=6, file_type=30),
     }
 
 
@@ -93,16 +98,18 @@ def test_pull_real_gguf_verified_and_listed(
 def test_pull_lists_choices_when_ambiguous(seachat, repo, models_dir: Path):
     r = seachat("pull", REPO)
     assert r.returncode == 2
-    assert "has 4 GGUF files; pick one" in r.stderr
+    assert "has 5 GGUF files; pick one" in r.stderr
     # Every model file with its size; the vision projector is not offered as a model.
-    for name, size in (
-        ("tiny-sea-Q4_K_M.gguf", "3.0 MiB"),
-        ("tiny-sea-Q4_K_S.gguf", "2.0 MiB"),
-        ("tiny-sea-sea-q4.gguf", "5.0 MiB"),
-        ("ไทย-Q8_0.gguf", "1.0 MiB"),
+    for name, label in (
+        ("tiny-sea-Q4_K_M.gguf", "Q4_K_M"),
+        ("tiny-sea-Q4_K_S.gguf", "Q4_K_S"),
+        ("tiny-sea-sea-q4.gguf", "sea-q4"),
+        ("ไทย-Q8_0.gguf", "Q8_0"),
+        (MIXED_FILE, "IQ4_XS"),
     ):
         line = next(ln for ln in r.stdout.splitlines() if ln.rstrip().endswith(name))
-        assert size in line
+        assert line.split()[:1] == [label]
+        assert f"  {human_bytes(repo[name].stat().st_size)}  " in line
     assert "mmproj" not in r.stdout
     assert not any(models_dir.iterdir()), "nothing downloaded"
 
@@ -124,6 +131,8 @@ def test_pull_lists_choices_when_ambiguous(seachat, repo, models_dir: Path):
         ("sea-q4", "tiny-sea-sea-q4.gguf"),
         ("Q8_0", "ไทย-Q8_0.gguf"),
         ("mmproj-F16.gguf", "mmproj-F16.gguf"),  # an exact name is always honoured
+        ("iq4_xs", MIXED_FILE),
+        (MIXED_FILE, MIXED_FILE),
     ],
 )
 def test_pull_selects_by_profile_quant_or_name(seachat, repo, models_dir, selector, expected):
