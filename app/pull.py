@@ -158,7 +158,8 @@ def list_repo(spec: PullSpec, options: PullOptions, note: Callable[[str], None])
             if status is not None and status not in hub_download.RETRY_STATUS:
                 raise UserError(
                     f"{spec.repo_id}: the Hub refused the request (HTTP {status}); check the "
-                    "repository name and your token."
+                    "repository name and your token (behind a captive portal or proxy, sign in "
+                    "to the network first)."
                 ) from exc
             if attempt == attempts:
                 raise HubUnreachable(f"the Hub answered HTTP {status}") from exc
@@ -166,6 +167,12 @@ def list_repo(spec: PullSpec, options: PullOptions, note: Callable[[str], None])
         except Exception as exc:
             if _is_unreachable(exc):
                 raise HubUnreachable(_short(exc)) from exc
+            if isinstance(exc, (ValueError, KeyError, TypeError)):
+                # 200 with a web page or odd JSON: a captive portal or proxy answered.
+                raise HubUnreachable(
+                    "the answer was not from the Hub; behind a captive portal or proxy, sign "
+                    "in to the network first"
+                ) from exc
             if isinstance(exc, httpx2.TransportError) and attempt < attempts:
                 note(f"{_short(exc)}; retrying ({attempt}/{attempts - 1})")
             elif isinstance(exc, httpx2.TransportError):

@@ -504,3 +504,36 @@ def closed_port_endpoint() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"http://127.0.0.1:{port}"
+
+
+class PortalServer:
+    """Answers every request with a 200 web page: a hotel or airport captive portal."""
+
+    def __init__(self) -> None:
+        class Portal(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = b"<html><body>Please accept the terms to use the Wi-Fi</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+        self._srv.daemon_threads = True
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._srv.server_address[1]}"
+
+    def close(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()

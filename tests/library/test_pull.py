@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from seachat_fakehub import FakeHub, Faults, SilentServer, closed_port_endpoint
+from seachat_fakehub import FakeHub, Faults, PortalServer, SilentServer, closed_port_endpoint
 from seachat_libtest import ARABIC_NAME, BURMESE_NAME, THAI_NAME, spawn_seachat, write_gguf
 
 from seachat.app.model_info import human_bytes
@@ -334,6 +334,20 @@ def test_silent_server_times_out_within_the_connect_budget(seachat, repo, models
     assert "cannot reach" in r.stderr and "Timeout" in r.stderr
     assert r.seconds < 5, r.seconds
     print(f"\nsilent server: gave up after {r.seconds:.2f}s (timeout 1s)")
+
+
+def test_captive_portal_is_not_mistaken_for_the_hub(seachat, repo, models_dir):
+    assert seachat("pull", f"{REPO}:Q8_0").returncode == 0
+    portal = PortalServer()
+    try:
+        r = seachat("pull", f"{REPO}:Q8_0", env={"HF_ENDPOINT": portal.endpoint})
+        other = seachat("pull", f"{REPO}:Q4_K_M", env={"HF_ENDPOINT": portal.endpoint})
+    finally:
+        portal.close()
+    assert r.returncode == 0, r.output
+    assert "not from the Hub" in r.stderr and "using the copy already in the library" in r.stderr
+    assert other.returncode == 2 and "captive portal" in other.stderr
+    assert "Traceback" not in other.stderr
 
 
 # --------------------------------------------------------------------------- Hub errors
