@@ -10,7 +10,7 @@ fast tokenizer's post-processor for whether BOS/EOS are added.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,21 +88,23 @@ def _template_flags(
 
 def read_special_tokens(
     model_dir: Path,
-    token_to_id: Mapping[str, int],
+    token_id: Callable[[str], int | None],
     post_processor: Mapping[str, Any] | None,
     n_vocab: int,
     default_add_bos: bool | None,
 ) -> SpecialTokens:
-    """`token_to_id` maps token text to id over the whole vocabulary (added tokens included)."""
+    """`token_id` finds a token's id by its text over the whole vocabulary (added tokens
+    included), or None."""
     tok_cfg = _read_json(model_dir / "tokenizer_config.json")
     model_cfg = _read_json(model_dir / "config.json")
     result = SpecialTokens()
     texts: dict[str, str] = {}
     for kind in TOKEN_KINDS:
         text = _token_text(tok_cfg.get(f"{kind}_token"))
-        if text is not None and text in token_to_id:
+        found = token_id(text) if text is not None else None
+        if text is not None and found is not None:
             texts[kind] = text
-            result.ids[kind] = token_to_id[text]
+            result.ids[kind] = found
             continue
         fallback = model_cfg.get(f"{kind}_token_id")
         if fallback is None and isinstance(model_cfg.get("text_config"), dict):

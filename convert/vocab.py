@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,15 +248,24 @@ def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vo
     )
 
 
-def _merge_pairs(raw_merges: list[Any]) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
+def _merged_tokens(raw_merges: list[Any]) -> Iterator[str]:
+    """The token each merge produces, in rank order (merges are "a b" strings, or [a, b]
+    pairs since tokenizers 0.20 so that pieces may contain spaces)."""
     for m in raw_merges:
-        if isinstance(m, str):
-            left, _, right = m.partition(" ")
-            pairs.append((left, right))
-        else:
-            pairs.append((m[0], m[1]))
-    return pairs
+        yield m.replace(" ", "", 1) if isinstance(m, str) else m[0] + m[1]
+
+
+def _merges_for_gguf(raw_merges: list[Any]) -> list[str]:
+    """GGUF stores merges as "a b"; a space inside a piece is written as U+0120 + 256 offset
+    the way llama.cpp's own converter does."""
+    if all(isinstance(m, str) for m in raw_merges):
+        return list(raw_merges)
+    return [
+        m
+        if isinstance(m, str)
+        else " ".join("".join(chr(ord(c) + 256) if c == " " else c for c in part) for part in m)
+        for m in raw_merges
+    ]
 
 
 def _is_spm_style(tj: dict[str, Any]) -> bool:
@@ -289,7 +299,12 @@ def _token_types_from_json(
     unk = tj["model"].get("unk_token")
     types: list[int] = []
     for tok in tokens:
-        if byte_fallback_tokens and _BYTE_TOKEN.fullmatch(tok):
+        if (
+            byte_fallback_tokens
+            and len(tok) == 6
+            and tok[:3] == "<0x"
+            and _BYTE_TOKEN.fullmatch(tok)
+        ):
             types.append(TokenType.BYTE)
         elif unk is not None and tok == unk:
             types.append(TokenType.UNKNOWN)
@@ -353,15 +368,15 @@ def load_tokenizer_json(model_dir: Path, vocab_size: int, pad: bool = True) -> V
         by_id[idx] = tok
     for a in added:
         by_id[a.token_id] = a.content
-    pairs = _merge_pairs(model.get("merges") or [])
+    raw_merges = model.get("merges") or []
 
     if _is_spm_style(tj):
         # llama.cpp's SentencePiece tokenizer merges the adjacent pair whose concatenation has
         # the highest score; HF BPE merges the pair with the lowest merge rank. Scoring each
         # token by minus the rank of the merge that first creates it makes the two agree.
         rank_of: dict[str, int] = {}
-        for rank, (left, right) in enumerate(pairs):
-            rank_of.setdefault(left + right, rank)
+        for rank, merged in enumerate(_merged_tokens(raw_merges)):
+            rank_of.setdefault(merged, rank)
         tokens_s = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(by_id)]
         scores = [-float(rank_of[t]) if t in rank_of else -1e9 for t in tokens_s]
         types = _token_types_from_json(tokens_s, tj, byte_fallback_tokens=True)
@@ -393,10 +408,7 @@ def load_tokenizer_json(model_dir: Path, vocab_size: int, pad: bool = True) -> V
     types = [TokenType.NORMAL if t is not None else TokenType.UNUSED for t in by_id]
     tokens = [t.encode("utf-8") for t in tokens_s]
     _apply_added(tokens, types, None, added)
-    merges = [
-        " ".join("".join(chr(ord(c) + 256) if c == " " else c for c in part) for part in pair)
-        for pair in pairs
-    ]
+    merges = _merges_for_gguf(raw_merges)
     return Vocab(
         model="gpt2",
         pre=pre,
@@ -436,16 +448,21 @@ def load_vocab(model_dir: Path, config: dict[str, Any], pad: bool = True) -> Voc
             f"{model_dir}: no tokenizer.model or tokenizer.json; download the tokenizer files "
             "with the checkpoint"
         )
-    token_to_id: dict[str, int] = {}
-    for i, tok in enumerate(vocab.tokens):
-        if vocab.types[i] != TokenType.UNUSED:
-            token_to_id.setdefault(tok.decode("utf-8", errors="replace"), i)
-    for a in vocab.added:
-        token_to_id[a.content] = a.token_id
+    added_ids = {a.content: a.token_id for a in vocab.added}
+
+    def token_id(text: str) -> int | None:
+        if text in added_ids:
+            return added_ids[text]
+        try:
+            i = vocab.tokens.index(text.encode("utf-8"))
+        except ValueError:
+            return None
+        return i if vocab.types[i] != TokenType.UNUSED else None
+
     # Without tokenizer.json, transformers runs the SentencePiece tokenizer (LlamaTokenizer,
     # GemmaTokenizer), which adds BOS; a fast tokenizer adds only what its post-processor says.
     default_add_bos = not (model_dir / "tokenizer.json").is_file()
     vocab.special = read_special_tokens(
-        model_dir, token_to_id, vocab.post_processor, len(vocab.tokens), default_add_bos
+        model_dir, token_id, vocab.post_processor, len(vocab.tokens), default_add_bos
     )
     return vocab
