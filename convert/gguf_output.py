@@ -96,6 +96,23 @@ def _permute_rows(block: np.ndarray, rows_per_head: int) -> np.ndarray:
     return block.reshape(n_heads, 2, half, block.shape[1]).swapaxes(1, 2).reshape(block.shape)
 
 
+_CHUNK = 1 << 16  # elements: keeps the widened f32 scratch in L2 cache
+
+
+def _bf16_to_f16(raw: np.ndarray) -> np.ndarray:
+    """bf16 words → f16 through a cache-sized f32 scratch buffer: the common case (bf16
+    checkpoints, f16 output) at about twice the speed of widening whole blocks."""
+    flat = raw.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.float16)
+    scratch = np.empty(min(_CHUNK, flat.size), dtype=np.uint32)
+    for i in range(0, flat.size, _CHUNK):
+        src = flat[i : i + _CHUNK]
+        wide = scratch[: src.size]
+        np.left_shift(src, 16, out=wide, dtype=np.uint32)
+        np.copyto(out[i : i + _CHUNK], wide.view(np.float32), casting="unsafe")
+    return out.reshape(raw.shape)
+
+
 def _encode(block: np.ndarray, out_type: GGMLQuantizationType) -> np.ndarray:
     if out_type == GGMLQuantizationType.F32:
         return np.ascontiguousarray(block, dtype=np.float32)
@@ -118,7 +135,9 @@ def tensor_jobs(
     assert entry is not None
     n_rows = t.n_rows if len(t.shape) > 1 else 1
     row_len = t.shape[-1]
-    raw_ok = not t.permute_heads and not t.add_offset and (entry.dtype, t.out_type) in _RAW_COPY
+    plain = not t.permute_heads and not t.add_offset
+    raw_ok = plain and (entry.dtype, t.out_type) in _RAW_COPY
+    bf16_to_f16 = plain and entry.dtype == "BF16" and t.out_type == GGMLQuantizationType.F16
     rows_per_block = max(1, BLOCK_BYTES // (row_len * 4))
     if t.permute_heads:
         rows_per_head = n_rows // t.permute_heads
@@ -127,6 +146,8 @@ def tensor_jobs(
     def job(start: int, stop: int) -> np.ndarray:
         if raw_ok:
             return entry_rows(ckpt, entry, start, stop, row_len, raw=True)
+        if bf16_to_f16:
+            return _bf16_to_f16(entry_rows(ckpt, entry, start, stop, row_len, raw=True))
         block = entry_rows(ckpt, entry, start, stop, row_len, raw=False)
         if t.add_offset:
             block = block + np.float32(t.add_offset)

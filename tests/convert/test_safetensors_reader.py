@@ -52,3 +52,20 @@ def test_same_tensor_in_two_shards_is_refused(tmp_path) -> None:
     )
     with pytest.raises(ConvertError, match="different checkpoints"):
         SafetensorsCheckpoint(tmp_path)
+
+
+def test_bf16_to_f16_matches_torch_rounding() -> None:
+    """The fast bf16 → f16 path rounds exactly as a plain float cast does, including values
+    that overflow f16, subnormals, infinities and NaN, across chunk boundaries."""
+    from seachat.convert.gguf_output import _CHUNK, _bf16_to_f16
+
+    g = torch.Generator().manual_seed(1)
+    values = torch.randn(3 * _CHUNK + 17, generator=g) * torch.logspace(-9, 6, 3 * _CHUNK + 17)
+    values[:6] = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 70000.0, 1e-7])
+    bf = values.to(torch.bfloat16)
+    raw = bf.view(torch.int16).numpy().view(np.uint16).reshape(-1, 1)
+    ours = _bf16_to_f16(raw).reshape(-1)
+    expected = bf.float().numpy().astype(np.float16)
+    np.testing.assert_array_equal(ours.view(np.uint16), expected.view(np.uint16))
+    nan = torch.tensor([float("nan")], dtype=torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.isnan(_bf16_to_f16(nan.reshape(1, 1))).all()
