@@ -249,6 +249,7 @@ def evaluate(
     max_tokens: int,
     ctx: int,
     json_out: str | None,
+    beside: bool,
     threads: int | None,
 ) -> None:
     """Per-language KL divergence, top-1 agreement and perplexity against a reference."""
@@ -266,6 +267,14 @@ def evaluate(
         threads=threads,
         progress=lambda lang, d, t: progress(f"evaluate {lang}", d, t),
     )
+    for r in reports:
+        r.text = Path(text_dir).name if text_dir else "seachat held-out evaluation text"
+        if beside:
+            target = Path(r.model)
+            _atomic_write(
+                target.with_name(target.name + ".eval.json"),
+                json.dumps(r.to_json(), indent=2, ensure_ascii=False) + "\n",
+            )
     if json_out != "-":
         for r in reports:
             click.echo(f"\n{r.model} vs {r.reference}")
@@ -338,8 +347,13 @@ def imatrix(
         if plain:
             if not calibration or not Path(calibration).is_file():
                 raise ConvertError("--plain needs --calibration FILE (one text file)")
-            text = Path(calibration).read_text(encoding="utf-8")
-            chunks = llama_imatrix_chunks(vm.tokenize(text, add_special=True), n_ctx, vm.bos, vm.add_bos)
+            try:
+                text = Path(calibration).read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ConvertError(f"{calibration}: not UTF-8 text; save it as UTF-8") from None
+            chunks = llama_imatrix_chunks(
+                vm.tokenize(text, add_special=True), n_ctx, vm.bos, vm.add_bos
+            )
             if not chunks:
                 raise ConvertError(
                     f"{calibration}: fewer than {n_ctx} tokens; give more text or a smaller --chunk"

@@ -61,6 +61,7 @@ class EvalReport:
     reference: str
     languages: dict[str, LanguageResult] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    text: str | None = None  # what was read: a folder name, or "seachat held-out evaluation text"
 
     @property
     def worst(self) -> LanguageResult | None:
@@ -95,6 +96,7 @@ class EvalReport:
         return {
             "model": self.model,
             "reference": self.reference,
+            "text": self.text,
             "languages": {k: v.to_json() for k, v in sorted(self.languages.items())},
             "worst_language": w.language if w else None,
             "worst_kld_mean": w.kld_mean if w else None,
@@ -254,7 +256,10 @@ def evaluate_models(
         for lang, text in sorted(texts.items()):
             toks = ref_model.tokenize(text, add_special=False)
             tpc = len(toks) / max(len(text), 1)
-            plan[lang] = (_chunks(toks[:max_tokens], n_ctx, ref_model.bos if ref_model.add_bos else None), tpc)
+            plan[lang] = (
+                _chunks(toks[:max_tokens], n_ctx, ref_model.bos if ref_model.add_bos else None),
+                tpc,
+            )
         reports = [
             EvalReport(
                 str(m),

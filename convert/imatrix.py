@@ -181,7 +181,9 @@ def _filter_name(name: str) -> str:
     return name
 
 
-def llama_imatrix_chunks(tokens: Sequence[int], n_ctx: int, bos: int, add_bos: bool = True) -> list[list[int]]:
+def llama_imatrix_chunks(
+    tokens: Sequence[int], n_ctx: int, bos: int, add_bos: bool = True
+) -> list[list[int]]:
     """llama-imatrix's chunking of one tokenized text: whole chunks of n_ctx tokens, the first
     token of each replaced by BOS when the model adds one, the remainder dropped."""
     out = []

@@ -286,7 +286,7 @@ def quantize_with_profile(
     kv: dict[str, str | int] = {PROFILE_KEY: prof.name}
     if im is not None and im_info is not None:
         kv["quantize.imatrix.file"] = (
-            Path(im_info.source).name if im_info.source != "computed" else "seachat (computed)"
+            im_info.source if im_info.source != "computed" else "seachat (computed)"
         )
         if im.datasets:
             kv["quantize.imatrix.dataset"] = im.datasets[0]
@@ -338,6 +338,9 @@ def quantize_with_profile(
             src_type = sorted({t.source_type for t in plan.tensors if t.quantize})
             evaluation.settings["reference_type"] = "/".join(src_type).upper() or "reference"
             evaluation.model = str(out)
+            evaluation.text = (
+                Path(eval_text).name if eval_text else "seachat held-out evaluation text"
+            )
             summary = f"{prof.name}: {evaluation.summary_line()}"
             seconds["evaluate"] = time.monotonic() - t0
             if progress:

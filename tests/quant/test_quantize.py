@@ -22,7 +22,7 @@ from seachat.convert.plan import plan_for_header
 from seachat.convert.profiles import load_profile
 from seachat.convert.quantize import PROFILE_KEY, QUALITY_KEY, quantize_with_profile
 
-STOCK = ("q3_k_m", "q4_k_m", "q5_k_m", "q6_k")
+STOCK = ("q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0")
 
 
 def tensor_digests(path: Path) -> dict[str, tuple[str, str]]:
