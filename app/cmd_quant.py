@@ -78,6 +78,13 @@ def _path(p: str | None) -> Path | None:
     type=click.Path(dir_okay=False),
     help="Also write the importance matrix used (GGUF format).",
 )
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
+)
 @click.option("--threads", "-t", type=int, help="CPU threads (default: all available, at most 8).")
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (type of every tensor, size) and stop."
@@ -97,6 +104,7 @@ def quantize(
     no_eval: bool,
     eval_tokens: int,
     save_imatrix: str | None,
+    gpu_layers: int,
     threads: int | None,
     dry_run: bool,
     show_plan: bool,
@@ -130,6 +138,7 @@ def quantize(
         save_imatrix=_path(save_imatrix),
         allow_requantize=allow_requantize,
         overwrite=force,
+        n_gpu_layers=gpu_layers,
     )
     if report.evaluation is not None:
         click.echo(report.evaluation.table())
@@ -240,6 +249,13 @@ def profiles(model: Path | None, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     help="Write the report(s) as JSON to this file ('-' for stdout).",
 )
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
+)
 @click.option("--threads", "-t", type=int)
 def evaluate(
     models: tuple[Path, ...],
@@ -250,6 +266,7 @@ def evaluate(
     ctx: int,
     json_out: str | None,
     beside: bool,
+    gpu_layers: int,
     threads: int | None,
 ) -> None:
     """Per-language KL divergence, top-1 agreement and perplexity against a reference."""
@@ -266,6 +283,7 @@ def evaluate(
         max_tokens=max_tokens,
         threads=threads,
         progress=lambda lang, d, t: progress(f"evaluate {lang}", d, t),
+        n_gpu_layers=gpu_layers,
     )
     for r in reports:
         r.text = Path(text_dir).name if text_dir else "seachat held-out evaluation text"
@@ -319,6 +337,13 @@ def evaluate(
 @click.option(
     "--process-output", is_flag=True, help="Also collect activations of the output projection."
 )
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
+)
 @click.option("--threads", "-t", type=int)
 def imatrix(
     model: Path,
@@ -329,6 +354,7 @@ def imatrix(
     chunk: int | None,
     plain: bool,
     process_output: bool,
+    gpu_layers: int,
     threads: int | None,
 ) -> None:
     """Compute an importance matrix on token-balanced multilingual text."""
@@ -382,6 +408,7 @@ def imatrix(
         process_output=process_output or bool(cal and cal.process_output),
         datasets=[dataset],
         progress=lambda d, t: progress("imatrix", d, t),
+        n_gpu_layers=gpu_layers,
     )
     write_imatrix(im, output)
     click.echo(
@@ -440,6 +467,13 @@ def imatrix(
 @click.option(
     "--batch", default=4, show_default=True, help="Probes evaluated against one reference pass."
 )
+@click.option(
+    "--gpu-layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
+)
 @click.option("--threads", "-t", type=int)
 def tune(
     model: Path,
@@ -456,6 +490,7 @@ def tune(
     ranges: int,
     tokens: int,
     batch: int,
+    gpu_layers: int,
     threads: int | None,
 ) -> None:
     """Measure per-language sensitivity of tensor groups and write a profile that protects
@@ -491,6 +526,7 @@ def tune(
         calibration=_path(calibration),
         threads=threads,
         progress=progress,
+        n_gpu_layers=gpu_layers,
     )
     im_id = f"{im_info.source}:{im.n_tokens}:{len(im.entries)}:{sum(float(e.sums.sum()) for e in im.entries.values()):.6e}"
     groups, fixed = make_groups(header, n_ranges=ranges)
@@ -509,6 +545,7 @@ def tune(
         batch=batch,
         threads=threads,
         progress=progress,
+        n_gpu_layers=gpu_layers,
     )
     alloc = allocate(groups, data["delta"], sorted(texts), budget_bytes, fixed)
     worst_lang, worst = alloc.worst

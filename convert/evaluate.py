@@ -223,18 +223,19 @@ def evaluate_models(
     max_tokens: int = 2048,
     threads: int | None = None,
     progress: Progress | None = None,
+    n_gpu_layers: int = 0,
 ) -> list[EvalReport]:
     """Evaluate each model against the reference on every language; one report per model."""
     if not models:
         raise ValueError("no model to evaluate")
     if n_ctx < 8 or n_batch < 1:
         raise ValueError("n_ctx must be >= 8 and n_batch >= 1")
-    ref_model = Model(reference)
+    ref_model = Model(reference, n_gpu_layers=n_gpu_layers)
     cand_models: list[Model] = []
     contexts: list[Context] = []
     try:
         for m in models:
-            cm = Model(m)
+            cm = Model(m, n_gpu_layers=n_gpu_layers)
             cand_models.append(cm)
             if cm.n_vocab != ref_model.n_vocab:
                 raise ConvertError(

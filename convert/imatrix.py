@@ -16,6 +16,7 @@ GGUF imatrix format llama.cpp reads and writes (seachat.convert.imatrix_gguf) ro
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,7 @@ def compute_imatrix(
     datasets: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
     total_tokens: int | None = None,
+    n_gpu_layers: int = 0,
 ) -> Imatrix:
     """Run every chunk (already starting with BOS) through the model with the collector on.
 
@@ -219,7 +221,7 @@ def compute_imatrix(
     done = 0
     total = total_tokens or sum(len(c) for c in chunks)
     with (
-        Model(model_path) as model,
+        Model(model_path, n_gpu_layers=n_gpu_layers) as model,
         Context(
             model,
             n_ctx=max(n_ctx, longest),
@@ -230,8 +232,10 @@ def compute_imatrix(
     ):
         for chunk in chunks:
             ctx.clear()
-            for s in range(0, len(chunk), ctx.n_batch):
-                part = chunk[s : s + ctx.n_batch]
+            # even batches: a short last batch (< 16 rows) would be skipped, as in llama-imatrix
+            step = math.ceil(len(chunk) / math.ceil(len(chunk) / ctx.n_batch))
+            for s in range(0, len(chunk), step):
+                part = chunk[s : s + step]
                 ctx.decode(part, s, logits=True)
                 if collector.error is not None:
                     raise collector.error

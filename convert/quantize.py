@@ -156,6 +156,7 @@ def obtain_imatrix(
     calibration: Path | None,
     threads: int | None,
     progress: Progress | None,
+    n_gpu_layers: int = 0,
 ) -> tuple[Imatrix, ImatrixInfo]:
     """Read the given imatrix, or compute one on token-balanced calibration text."""
     from seachat.convert.calibration import build_calibration, read_text_sources
@@ -186,6 +187,7 @@ def obtain_imatrix(
         process_output=cal.process_output if cal else False,
         datasets=[cset.describe()],
         progress=(lambda d, t: progress("imatrix", d, t)) if progress else None,
+        n_gpu_layers=n_gpu_layers,
     )
     info = ImatrixInfo(
         "computed",
@@ -213,6 +215,7 @@ def quantize_with_profile(
     save_imatrix: Path | None = None,
     allow_requantize: bool = False,
     overwrite: bool = False,
+    n_gpu_layers: int = 0,
 ) -> QuantizeReport:
     """Quantize src_gguf (F32/F16/BF16) into out_gguf with a profile (shipped name or TOML
     path). See the module docstring for the steps. Returns a QuantizeReport; raises
@@ -267,7 +270,13 @@ def quantize_with_profile(
     if prof.imatrix or imatrix is not None or calibration is not None or needs_im:
         t0 = time.monotonic()
         im, im_info = obtain_imatrix(
-            src, prof, imatrix=imatrix, calibration=calibration, threads=threads, progress=progress
+            src,
+            prof,
+            imatrix=imatrix,
+            calibration=calibration,
+            threads=threads,
+            progress=progress,
+            n_gpu_layers=n_gpu_layers,
         )
         seconds["imatrix"] = time.monotonic() - t0
         planned = {
@@ -334,6 +343,7 @@ def quantize_with_profile(
                 max_tokens=eval_max_tokens,
                 threads=threads,
                 progress=(lambda lang, d, t: progress("evaluate", d, t)) if progress else None,
+                n_gpu_layers=n_gpu_layers,
             )
             src_type = sorted({t.source_type for t in plan.tensors if t.quantize})
             evaluation.settings["reference_type"] = "/".join(src_type).upper() or "reference"

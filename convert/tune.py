@@ -181,6 +181,7 @@ def measure(
     threads: int | None = None,
     progress: Progress | None = None,
     work_dir: Path | None = None,
+    n_gpu_layers: int = 0,
 ) -> dict:
     """ΔKLD per (group, type, language), cached in `cache` (JSON) and resumed from it."""
     from seachat.convert.evaluate import evaluate_models
@@ -231,7 +232,9 @@ def measure(
                     threads=threads,
                 )
                 probes.append(path)
-            reports = evaluate_models(model, probes, texts, max_tokens=tokens, threads=threads)
+            reports = evaluate_models(
+                model, probes, texts, max_tokens=tokens, threads=threads, n_gpu_layers=n_gpu_layers
+            )
             for (g, ty), rep in zip(part, reports, strict=True):
                 data["delta"][f"{g.key}|{ty}"] = {
                     lang: r.kld_mean for lang, r in rep.languages.items()
