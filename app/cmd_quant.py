@@ -505,12 +505,15 @@ def tune(
 
     header = read_gguf_header(model)
     n_params = header.n_params
+    file_type = None
     try:
         bpw = float(budget)
         budget_bytes = int(bpw * n_params / 8)
         budget_desc = f"{bpw} bits per weight"
     except ValueError:
-        ref_plan = plan_for_header(load_profile(budget), header)
+        budget_prof = load_profile(budget)
+        file_type = budget_prof.file_type.removeprefix("MOSTLY_")  # same size class, same label
+        ref_plan = plan_for_header(budget_prof, header)
         budget_bytes = ref_plan.n_bytes
         budget_desc = f"size of {budget} on this model ({ref_plan.bits_per_weight:.3f} bpw)"
     langs = [x.strip() for x in languages.split(",")] if languages else None
@@ -576,6 +579,7 @@ def tune(
         if cal
         else None,
         tuned=tuned,
+        file_type=file_type,
     )
     profile_from_dict(_loads_toml(toml_text), str(output))  # what we write must load
     _atomic_write(output, toml_text)

@@ -282,6 +282,17 @@ def quantize_with_profile(
         planned = {
             t.name for t in plan.tensors if t.quantize and t.kind not in ("token_embd", "output")
         }
+        shapes = {t.name: t.shape for t in plan.tensors}
+        for name, entry in im.entries.items():
+            shape = shapes.get(name)
+            if shape is None:
+                continue
+            n_mat = shape[2] if len(shape) > 2 else 1
+            if entry.sums.size != shape[0] * n_mat:
+                raise ConvertError(
+                    f"{imatrix or 'importance matrix'}: {name} has {entry.sums.size} values but the model's tensor has "
+                    f"{shape[0] * n_mat} columns; the matrix was made for another model, compute one for this model"
+                )
         missing = sorted(planned - set(im.entries))
         if missing:
             im_info.notes.append(

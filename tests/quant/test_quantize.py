@@ -10,6 +10,7 @@ import mmap
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seachat.convert.errors import ConvertError
@@ -247,3 +248,35 @@ def test_interrupted_run_leaves_nothing_behind(tiny_llama: Path, tmp_path: Path)
 def test_missing_output_folder_is_a_clear_error(tiny_llama: Path, tmp_path: Path):
     with pytest.raises(ConvertError, match="output folder does not exist"):
         quantize_with_profile(tiny_llama, tmp_path / "no" / "out.gguf", "q4_k_m", evaluate=False)
+
+
+def test_metadata_edit_keeps_tensors_and_replaces_keys(tiny_llama: Path, tmp_path: Path):
+    from seachat.convert.gguf_kv_edit import set_metadata
+    from seachat.convert.llama_lowlevel import Model
+
+    first = tmp_path / "a.gguf"
+    set_metadata(tiny_llama, first, {PROFILE_KEY: "x", QUALITY_KEY: "first ทดสอบ"})
+    set_metadata(first, first, {QUALITY_KEY: "second ຂໍ້ຄວາມ"})  # in place, replacing
+    src, out = read_gguf_header(tiny_llama), read_gguf_header(first)
+    assert out.get(QUALITY_KEY) == "second ຂໍ້ຄວາມ" and out.get(PROFILE_KEY) == "x"
+    assert len(out.metadata) == len(src.metadata) + 2
+    assert tensor_digests(first) == tensor_digests(tiny_llama)
+    with Model(first) as m:  # llama.cpp reads it
+        assert m.meta(QUALITY_KEY) == "second ຂໍ້ຄວາມ"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf"]  # no temporary left
+
+
+def test_an_imatrix_for_another_model_is_rejected(tiny_llama: Path, tmp_path: Path):
+    from seachat.convert.imatrix import Imatrix, ImatrixEntry
+
+    wrong = Imatrix(
+        {"blk.0.attn_q.weight": ImatrixEntry(np.ones((1, 640)), np.array([10]))}, ["x"], 1, 512
+    )
+    path = write_imatrix(wrong, tmp_path / "other.gguf")
+    with pytest.raises(
+        ConvertError, match=r"other\.gguf: blk\.0\.attn_q\.weight has 640 values .* 256 columns"
+    ):
+        quantize_with_profile(
+            tiny_llama, tmp_path / "out.gguf", "q4_k_m", imatrix=path, evaluate=False
+        )
+    assert not (tmp_path / "out.gguf").exists()
