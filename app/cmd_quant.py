@@ -584,7 +584,7 @@ def tune(
     profile_from_dict(_loads_toml(toml_text), str(output))  # what we write must load
     _atomic_write(output, toml_text)
     data["groups"] = [g.to_json() for g in groups]
-    data["allocation"] = {
+    data.setdefault("allocations", {})[name] = {
         "budget_bytes": budget_bytes,
         "budget": budget_desc,
         "bytes": alloc.n_bytes,
@@ -611,11 +611,6 @@ def _loads_toml(text: str) -> dict:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    import os
-    import tempfile
+    from seachat.convert.atomic_files import write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

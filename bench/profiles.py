@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ TUNE_LINES = (500, None)  # lines the shipped profiles were tuned on
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def fname(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
 
 
 def stamp(path: Path) -> str:
@@ -161,7 +166,7 @@ def quantize_config(
 
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
-    out, key_file = models / f"{cfg.name}.gguf", models / f"{cfg.name}.key"
+    out, key_file = models / f"{fname(cfg.name)}.gguf", models / f"{fname(cfg.name)}.key"
     prof_text = ""
     if cfg.profile is not None:
         prof = load_profile(cfg.profile)
@@ -211,9 +216,9 @@ def evaluate_configs(
     results: dict[str, dict] = {}
     pending = []
     for cfg in configs:
-        path = results_dir / f"{cfg.name}.json"
+        path = results_dir / f"{fname(cfg.name)}.json"
         key = digest(
-            (work / "models" / f"{cfg.name}.key").read_text(), text_key, tokens, stamp(model)
+            (work / "models" / f"{fname(cfg.name)}.key").read_text(), text_key, tokens, stamp(model)
         )
         if path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -512,10 +517,11 @@ def part2(args: argparse.Namespace, work: Path) -> str:
     imatrices = {"sea": sea_imatrix(model, w2, args.threads)}
     base = load_profile("sea-q4").source.read_text(encoding="utf-8")
     variants = {
-        "emb q8_0 / out q8_0": ("q8_0", "q8_0"),
-        "emb q5_0 / out q8_0": ("q5_0", "q8_0"),
-        "emb q8_0 / out q5_0": ("q8_0", "q5_0"),
-        "emb iq4_nl / out q5_1": ("iq4_nl", "q5_1"),
+        "emb=q8_0 out=q8_0": ("q8_0", "q8_0"),
+        "emb=q5_0 out=q8_0": ("q5_0", "q8_0"),
+        "emb=iq4_nl out=q8_0": ("iq4_nl", "q8_0"),
+        "emb=q8_0 out=q5_1": ("q8_0", "q5_1"),
+        "emb=q8_0 out=q5_0": ("q8_0", "q5_0"),
     }
     configs = [Config("q4_k_m", "q4_k_m", None), Config("sea-q4", "sea-q4", "sea")]
     for label, (emb, outp) in variants.items():
@@ -552,11 +558,12 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-part2", action="store_true")
+    ap.add_argument("--only-part2", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    text, data = part1(args, work)
+    text, data = ("", {}) if args.only_part2 else part1(args, work)
     if not args.skip_part2:
         text += "\n" + part2(args, work)
     report = work / "bench-profiles.md"

@@ -204,10 +204,12 @@ class _Acc:
         )
 
 
-def _chunks(tokens: list[int], n_ctx: int, bos: int) -> list[list[int]]:
-    piece = n_ctx - 1
+def _chunks(tokens: list[int], n_ctx: int, bos: int | None) -> list[list[int]]:
+    """Chunks of at most n_ctx tokens, BOS first when the model adds one."""
+    lead = [] if bos is None else [bos]
+    piece = n_ctx - len(lead)
     return [
-        [bos, *tokens[i : i + piece]]
+        [*lead, *tokens[i : i + piece]]
         for i in range(0, len(tokens), piece)
         if len(tokens[i : i + piece]) >= 2
     ]

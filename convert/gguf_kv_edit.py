@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from gguf import GGUFValueType
 
+from seachat.convert.atomic_files import temp_beside
 from seachat.convert.errors import ConvertError
 
 _FIXED = {
@@ -107,10 +107,9 @@ def set_metadata(src: str | Path, dst: str | Path, values: Mapping[str, Value]) 
         header += b"\0" * ((-len(header)) % alignment)
 
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        tmp = Path(tmp_name)
+        tmp = temp_beside(dst, "kv")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "wb") as out:
                 out.write(header)
                 f.seek(old_data)
                 shutil.copyfileobj(f, out, 16 * 1024 * 1024)

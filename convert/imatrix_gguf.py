@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from seachat.convert.atomic_files import temp_beside
 from seachat.convert.errors import ConvertError
 from seachat.convert.imatrix import Imatrix, ImatrixEntry
 
@@ -36,9 +36,7 @@ def write_imatrix(imatrix: Imatrix, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(path, "imatrix")
     try:
         writer = GGUFWriter(tmp, arch="imatrix")
         writer.kv_data[0].pop("general.architecture", None)  # llama-imatrix writes none

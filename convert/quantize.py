@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seachat.convert.atomic_files import temp_beside
 from seachat.convert.errors import ConvertError
 from seachat.convert.gguf_meta import GGUFFormatError, read_gguf_header
 from seachat.convert.imatrix import Imatrix
@@ -133,9 +133,7 @@ def _header(path: Path):
 
 
 def _tmp_beside(out: Path, tag: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{tag}.tmp", dir=out.parent)
-    os.close(fd)
-    return Path(name)
+    return temp_beside(out, tag)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -23,7 +23,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seachat.convert.atomic_files import write_text_atomic
 from seachat.convert.errors import ConvertError
 from seachat.convert.ggml_types import DEFAULT_FILE_TYPE, TYPES
 from seachat.convert.gguf_meta import GGUFHeader, read_gguf_header
@@ -199,8 +199,9 @@ def measure(
     if cache.exists():
         try:
             old = json.loads(cache.read_text(encoding="utf-8"))
-            if old.get("settings") == settings:
-                data["delta"] = old.get("delta", {})
+            if old.get("settings") == settings:  # keep what earlier runs stored (allocations)
+                data = old
+                data.setdefault("delta", {})
         except (OSError, json.JSONDecodeError):
             pass
     header = read_gguf_header(model)
@@ -261,12 +262,7 @@ def _re_escape(name: str) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- allocation

@@ -155,7 +155,8 @@ def test_tune_writes_a_profile_that_loads_and_fits(tiny_llama: Path, tmp_path: P
         assert set(entry) == {"tha_Thai", "mya_Mymr", "eng_Latn"} and all(
             v >= 0 for v in entry.values()
         )
-    assert data["allocation"]["bytes"] <= data["allocation"]["budget_bytes"]
+    alloc = data["allocations"]["tiny-tuned"]
+    assert alloc["bytes"] <= alloc["budget_bytes"]
 
 
 def test_profile_toml_round_trips_through_the_parser():
