@@ -250,6 +250,11 @@ def profiles(model: Path | None, as_json: bool) -> None:
     help="Write the report(s) as JSON to this file ('-' for stdout).",
 )
 @click.option(
+    "--beside",
+    is_flag=True,
+    help="Also write MODEL.gguf.eval.json beside each model (read by `seachat publish`).",
+)
+@click.option(
     "--gpu-layers",
     type=int,
     default=0,
@@ -462,6 +467,9 @@ def imatrix(
 @click.option("--languages", help="Comma-separated subset of the text folder's languages.")
 @click.option("--ranges", default=3, show_default=True, help="Depth ranges per tensor kind.")
 @click.option(
+    "--token-embd-type", help="Type for an untied model's input embedding (not measured by tune)."
+)
+@click.option(
     "--tokens", default=192, show_default=True, help="Tokens per language per measurement."
 )
 @click.option(
@@ -488,6 +496,7 @@ def tune(
     base: str,
     languages: str | None,
     ranges: int,
+    token_embd_type: str | None,
     tokens: int,
     batch: int,
     gpu_layers: int,
@@ -501,7 +510,7 @@ def tune(
     from seachat.convert.plan import plan_for_header
     from seachat.convert.profiles import load_profile, profile_from_dict
     from seachat.convert.quantize import obtain_imatrix
-    from seachat.convert.tune import allocate, make_groups, measure, now_date, profile_toml
+    from seachat.convert.tune import make_groups, measure, now_date, profile_toml, solve_for_header
 
     header = read_gguf_header(model)
     n_params = header.n_params
@@ -532,14 +541,14 @@ def tune(
         n_gpu_layers=gpu_layers,
     )
     im_id = f"{im_info.source}:{im.n_tokens}:{len(im.entries)}:{sum(float(e.sums.sum()) for e in im.entries.values()):.6e}"
-    groups, fixed = make_groups(header, n_ranges=ranges)
+    measured_groups, fixed = make_groups(header, n_ranges=ranges)
     click.echo(
-        f"{len(groups)} groups, {sum(len(g.ladder) - 1 for g in groups)} probes; budget {budget_desc} = {budget_bytes} bytes",
+        f"{len(measured_groups)} groups, {sum(len(g.ladder) - 1 for g in measured_groups)} probes; budget {budget_desc} = {budget_bytes} bytes",
         err=True,
     )
     data = measure(
         model,
-        groups,
+        measured_groups,
         texts,
         imatrix_means=im.means(),
         imatrix_id=im_id,
@@ -550,7 +559,21 @@ def tune(
         progress=progress,
         n_gpu_layers=gpu_layers,
     )
-    alloc = allocate(groups, data["delta"], sorted(texts), budget_bytes, fixed)
+    import dataclasses
+
+    from seachat.convert.ggml_types import lookup
+
+    # the same solver `quantize` runs for [allocate] profiles, so on this model the written
+    # rules and the re-solved ones are identical
+    static = dataclasses.replace(
+        base_prof,
+        rules=(),
+        output_type=None,
+        token_embd_type=lookup(token_embd_type) if token_embd_type else None,
+        default_type=lookup("q8_0"),
+        allocate=None,
+    )
+    alloc, groups = solve_for_header(static, header, data, budget_bytes, ranges)
     worst_lang, worst = alloc.worst
     tuned = {
         "model": f"{model.name} ({header.get('general.name', '?')})",
@@ -580,10 +603,16 @@ def tune(
         else None,
         tuned=tuned,
         file_type=file_type,
+        allocate={
+            "budget": float(budget) if file_type is None else budget,
+            "measurements": _relative(measurements, output.parent),
+            "ranges": ranges,
+        },
+        token_embd_type=token_embd_type,
     )
     profile_from_dict(_loads_toml(toml_text), str(output))  # what we write must load
     _atomic_write(output, toml_text)
-    data["groups"] = [g.to_json() for g in groups]
+    data["groups"] = [g.to_json() for g in measured_groups]
     data.setdefault("allocations", {})[name] = {
         "budget_bytes": budget_bytes,
         "budget": budget_desc,
@@ -600,6 +629,15 @@ def tune(
     )
     if alloc.n_bytes > budget_bytes:  # pragma: no cover - the allocator never exceeds it
         raise ConvertError("internal error: allocation exceeds the budget")
+
+
+def _relative(path: Path, base: Path) -> str:
+    import os
+
+    try:
+        return os.path.relpath(path.resolve(), base.resolve())
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path.resolve())
 
 
 def _loads_toml(text: str) -> dict:

@@ -19,7 +19,7 @@ Everything is cached under --work (quantized files, imatrices, one JSON per eval
 keyed by what produced it: an interrupted run resumes, a changed profile is redone.
 
 usage: python bench/profiles.py [--model F16.gguf] [--flores DIR] [--work DIR]
-                                [--tokens 1024] [--group 4] [--threads 2] [--skip-part2]
+                                [--tokens 768] [--group 6] [--threads 2] [--skip-part2|--only-part2]
 """
 
 from __future__ import annotations
@@ -349,11 +349,9 @@ def part1(args: argparse.Namespace, work: Path) -> tuple[str, dict]:
     }
     configs = [Config(f"sea-q{b}", f"sea-q{b}", "sea") for b in (3, 4, 5, 6, 8)]
     for stock in ("q3_k_m", "q4_k_m", "q5_k_m", "q6_k"):
-        configs += [
-            Config(stock, stock, None),
-            Config(f"{stock}+eng", stock, "eng"),
-            Config(f"{stock}+sea", stock, "sea"),
-        ]
+        configs += [Config(stock, stock, None), Config(f"{stock}+eng", stock, "eng")]
+        if stock in ("q3_k_m", "q4_k_m"):  # what the multilingual imatrix alone buys
+            configs.append(Config(f"{stock}+sea", stock, "sea"))
     configs.append(Config("q8_0", "q8_0", None))
     files = {c.name: quantize_config(c, model, work, imatrices, args.threads) for c in configs}
     results = evaluate_configs(
@@ -529,10 +527,14 @@ def part2(args: argparse.Namespace, work: Path) -> str:
         lines = [
             ln
             for ln in base.splitlines()
-            if not ln.startswith(("output_type", "token_embd_type", "name ="))
+            if not ln.startswith(("output_type", "token_embd_type", "name =", "measurements ="))
         ]
         lines.insert(0, f'name = "sea-q4-{emb}-{outp}"')
         lines.insert(1, f'output_type = "{outp}"\ntoken_embd_type = "{emb}"')
+        # same budget, embedding and output pinned, everything else re-solved around them
+        at = next(i for i, ln in enumerate(lines) if ln.startswith("[allocate]"))
+        meas = load_profile("sea-q4").allocate.measurements
+        lines.insert(at + 1, f'fixed = ["output", "token_embd"]\nmeasurements = "{meas}"')
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         configs.append(Config(f"sea-q4 {label}", path, "sea"))
     files = {c.name: quantize_config(c, model, w2, imatrices, args.threads) for c in configs}
@@ -551,10 +553,10 @@ def main() -> None:
     ap.add_argument("--model", default=str(CACHE / "gemma3-270m-degrid-f16.gguf"))
     ap.add_argument("--flores", default=str(SHARED / "corpus" / "flores200-dev"))
     ap.add_argument("--work", default=str(CACHE / "bench-profiles"))
-    ap.add_argument("--tokens", type=int, default=1024, help="tokens per language (part 1)")
-    ap.add_argument("--tokens2", type=int, default=512, help="tokens per language (part 2)")
+    ap.add_argument("--tokens", type=int, default=768, help="tokens per language (part 1)")
+    ap.add_argument("--tokens2", type=int, default=384, help="tokens per language (part 2)")
     ap.add_argument(
-        "--group", type=int, default=4, help="quantized models evaluated per reference pass"
+        "--group", type=int, default=6, help="quantized models evaluated per reference pass"
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-part2", action="store_true")

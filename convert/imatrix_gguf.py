@@ -41,8 +41,10 @@ def write_imatrix(imatrix: Imatrix, path: str | Path) -> Path:
         writer = GGUFWriter(tmp, arch="imatrix")
         writer.kv_data[0].pop("general.architecture", None)  # llama-imatrix writes none
         writer.add_type("imatrix")
+        # gguf-py refuses an empty array; llama.cpp needs the key to exist
+        datasets = list(imatrix.datasets) or ["(unnamed)"]
         writer.add_key_value(
-            KEY_DATASETS, list(imatrix.datasets), GGUFValueType.ARRAY, sub_type=GGUFValueType.STRING
+            KEY_DATASETS, datasets, GGUFValueType.ARRAY, sub_type=GGUFValueType.STRING
         )
         writer.add_uint32(KEY_CHUNK_COUNT, int(imatrix.chunk_count))
         writer.add_uint32(KEY_CHUNK_SIZE, int(imatrix.chunk_size))

@@ -306,8 +306,12 @@ def plan_tensors(
                 ):
                     continue
                 wanted, decided_by = rule.type, rule.describe()
+                if rule.why.startswith("allocated"):
+                    decided_by += " [allocated]"
                 used.add(rule.index)
                 break
+        if profile.allocated and decided_by.startswith(("output_type", "token_embd_type")):
+            decided_by += " [allocated]"
         if wanted is None:
             wanted, decided_by = profile.default_type, "default_type"
         final, why = _fallback_chain(profile, wanted, info.shape[0])
@@ -333,6 +337,10 @@ def plan_tensors(
 
 
 def plan_for_header(profile: Profile, header: GGUFHeader) -> QuantPlan:
+    if profile.allocate is not None:
+        from seachat.convert.tune import allocate_for_header
+
+        profile = allocate_for_header(profile, header)
     n_layer = header.arch_key("block_count")
     return plan_tensors(
         profile,

@@ -74,7 +74,9 @@ _TOP_KEYS = {
     "calibration",
     "rules",
     "tuned",
+    "allocate",
 }
+_ALLOCATE_KEYS = {"budget", "measurements", "ranges", "fixed"}
 _RULE_KEYS = {"kind", "pattern", "layers", "type", "why"}
 _CALIBRATION_KEYS = {"chunk_size", "tokens", "mix", "process_output"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -218,6 +220,19 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Allocate:
+    """Re-solve the per-group types for each model: minimise the worst language's predicted
+    KLD (from `measurements`, per kind and depth range) within the size `budget` — a stock
+    profile's size on the same model, or bits per weight. The profile's own rules then cover
+    only what the measurements do not (seachat.convert.tune.allocate_for_header)."""
+
+    budget: str | float
+    measurements: Path
+    ranges: int = 3
+    fixed: tuple[str, ...] = ()  # kinds kept at the profile's own choice (e.g. "output")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     summary: str
@@ -233,6 +248,8 @@ class Profile:
     stock: str | None = None
     tuned: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    allocate: Allocate | None = None
+    allocated: str | None = None  # set on a profile re-solved for a model: the budget it met
 
     @property
     def file_type_id(self) -> int:
@@ -407,6 +424,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
     tuned = data.get("tuned", {})
     if not isinstance(tuned, dict):
         raise _err(source, "[tuned] must be a table")
+    allocate = _allocate(source, data["allocate"]) if "allocate" in data else None
 
     return Profile(
         name=name,
@@ -423,7 +441,65 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
         stock=stock,
         tuned=dict(tuned),
         source=Path(source) if source != "<profile>" else None,
+        allocate=allocate,
     )
+
+
+def _allocate(source: str, raw: Any) -> Allocate:
+    where = f"{source}: [allocate]"
+    if not isinstance(raw, dict):
+        raise _err(where, "must be a table")
+    bad = set(raw) - _ALLOCATE_KEYS
+    if bad:
+        raise _err(
+            where,
+            f"unknown key(s) {', '.join(sorted(bad))} (allowed: {', '.join(sorted(_ALLOCATE_KEYS))})",
+        )
+    budget = raw.get("budget")
+    if isinstance(budget, bool) or not isinstance(budget, (str, int, float)):
+        raise _err(where, 'budget must be a stock profile name (e.g. "q4_k_m") or bits per weight')
+    if isinstance(budget, (int, float)):
+        if not 1.0 <= float(budget) <= 32.0:
+            raise _err(where, f"budget {budget} bits per weight is out of range")
+        budget = float(budget)
+    else:
+        paths = shipped_profile_paths()
+        if budget not in paths:
+            raise _err(where, f"budget {budget!r} is not a shipped profile ({', '.join(paths)})")
+        try:
+            data = tomllib.loads(paths[budget].read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):  # pragma: no cover - shipped files parse
+            raise _err(where, f"budget profile {budget!r} cannot be read") from None
+        if "allocate" in data:
+            raise _err(
+                where, f"budget profile {budget!r} is itself allocated; name a fixed-rule profile"
+            )
+    name = raw.get("measurements")
+    if not isinstance(name, str) or not name:
+        raise _err(where, "measurements must name the JSON written by `seachat tune`")
+    base = Path(source).parent if source != "<profile>" else Path.cwd()
+    path = Path(name) if Path(name).is_absolute() else base / name
+    try:
+        import json
+
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise _err(
+            where, f"measurements file {path} not found; keep it beside the profile"
+        ) from None
+    except ValueError:
+        raise _err(
+            where, f"measurements file {path} is not valid JSON; rerun `seachat tune`"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("delta"), dict) or not data["delta"]:
+        raise _err(where, f"{path} holds no measurements (no 'delta'); rerun `seachat tune`")
+    ranges = raw.get("ranges", 3)
+    if not isinstance(ranges, int) or not 1 <= ranges <= 64:
+        raise _err(where, "ranges must be an integer between 1 and 64")
+    fixed = raw.get("fixed", [])
+    if not isinstance(fixed, list) or not all(isinstance(k, str) and k in KINDS for k in fixed):
+        raise _err(where, f"fixed must be a list of kinds ({', '.join(KINDS)})")
+    return Allocate(budget, path, ranges, tuple(fixed))
 
 
 def _calibration(source: str, raw: Any) -> Calibration:

@@ -42,6 +42,17 @@ LADDER_32 = ("iq4_nl", "q5_0", "q5_1", "q8_0")
 # The output projection (and a tied embedding) carries every token's logit: below 5 bits it
 # costs rare scripts many times what it costs English, so its ladder starts higher.
 LADDER_OUTPUT_32 = ("q5_0", "q5_1", "q8_0")
+# When a profile is re-solved for another model ([allocate]) the ladders reach lower, so the
+# stock recipe the budget names is always among the choices (Q3_K_M puts most of a 4096-wide
+# model at q3_k); types that were not measured are interpolated by bits per weight.
+PLAN_LADDERS = {
+    256: ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0"),
+    32: ("iq4_nl", "q5_0", "q5_1", "q8_0"),
+}
+# An untied input embedding was not measured on Gemma's tied one; it is weighed as half the
+# output projection's sensitivity (bench part 2: q5_0 input rows cost ~0.6x what q5_0 output
+# rows cost, on SmolLM2 with an extended vocabulary).
+TOKEN_EMBD_PROXY = 0.5
 MEASUREMENTS_VERSION = 1
 
 Progress = Callable[[str, int, int], None]
@@ -85,7 +96,10 @@ def depth_ranges(n_layer: int, n_ranges: int) -> list[tuple[str, Fraction, Fract
 
 
 def make_groups(
-    header: GGUFHeader, n_ranges: int = 3, ladders: dict[str, Sequence[str]] | None = None
+    header: GGUFHeader,
+    n_ranges: int = 3,
+    ladders: dict[str, Sequence[str]] | None = None,
+    by_row: dict[int, Sequence[str]] | None = None,
 ) -> tuple[list[Group], int]:
     """Groups of quantizable tensors, and the bytes of everything that is not quantized."""
     n_layer = int(header.arch_key("block_count", 0) or 0) or (
@@ -116,6 +130,9 @@ def make_groups(
             row = int(t.shape[0])
             if ladders and kind in ladders:
                 ladder = [x for x in ladders[kind] if TYPES[x].fits(row)]
+            elif by_row is not None:
+                block = 256 if row % 256 == 0 else 32 if row % 32 == 0 else 0
+                ladder = list(by_row.get(block, ()))
             elif kind == "output" and row % 256 != 0 and row % 32 == 0:
                 ladder = list(LADDER_OUTPUT_32)
             elif row % 256 == 0:
@@ -124,15 +141,14 @@ def make_groups(
                 ladder = list(LADDER_32)
             else:
                 ladder = []
-            g = Group(key, kind, layers, [], 0, row, ladder + [src], src)
+            # the free top rung is the source precision; an already-quantized source (only with
+            # --allow-requantize) is no free choice, so its top rung is f16 instead
+            top = src if src in ("f32", "f16", "bf16") else "f16"
+            g = Group(key, kind, layers, [], 0, row, [t for t in ladder if t != top] + [top], top)
             groups[key] = g
-        elif (
-            int(t.shape[0]) % 256 != g.row % 256
-            or int(t.shape[0]) % 32 != g.row % 32
-            or t.type_name.lower() != g.source_type
-        ):
+        elif int(t.shape[0]) % 256 != g.row % 256 or int(t.shape[0]) % 32 != g.row % 32:
             raise ConvertError(
-                f"{header.path}: tensors of group {key} differ in row length or type; use --ranges to split them"
+                f"{header.path}: tensors of group {key} differ in row length; seachat cannot group them"
             )
         g.tensors.append(t.name)
         g.n_elements += t.n_elements
@@ -337,8 +353,8 @@ def allocate(
     budget_bytes: int,
     fixed_bytes: int,
     *,
-    iterations: int = 300,
-    cells: int = 20000,
+    iterations: int = 150,
+    cells: int = 8000,
 ) -> Allocation:
     """Minimise the worst language's predicted KLD within the byte budget."""
     mats = _delta_matrix(groups, delta, languages)
@@ -438,9 +454,11 @@ def profile_toml(
     calibration: dict | None,
     tuned: dict,
     file_type: str | None = None,
+    allocate: dict | None = None,
+    token_embd_type: str | None = None,
 ) -> str:
     by_kind: dict[str, list[tuple[Fraction, str, str]]] = {}
-    output_type = token_embd_type = None
+    output_type = None
     default_counts: dict[str, int] = {}
     for g in groups:
         ty = allocation.choice[g.key]
@@ -463,7 +481,7 @@ def profile_toml(
         f'name = "{name}"',
         f"summary = {json.dumps(summary, ensure_ascii=False)}",
         f"target_bpw = {bpw:.3f}",
-        f'default_type = "{main_type}"',
+        'default_type = "q8_0"  # anything the rules and [allocate] do not cover',
         f'file_type = "{file_type or DEFAULT_FILE_TYPE[main_type].removeprefix("MOSTLY_")}"',
     ]
     if output_type and output_type in TYPES and TYPES[output_type].is_quantized:
@@ -473,6 +491,15 @@ def profile_toml(
     if token_embd_type:
         lines.append(f'token_embd_type = "{token_embd_type}"')
     lines.append("imatrix = true")
+    if allocate:
+        lines.append("")
+        lines.append(
+            "[allocate]  # re-solved for every model: worst language first, never above the budget"
+        )
+        budget = allocate["budget"]
+        lines.append(f"budget = {json.dumps(budget)}")
+        lines.append(f"measurements = {json.dumps(allocate['measurements'])}")
+        lines.append(f"ranges = {int(allocate.get('ranges', 3))}")
     lines.append("")
     if calibration:
         lines.append("[calibration]")
@@ -502,3 +529,159 @@ def profile_toml(
 
 def now_date() -> str:
     return _dt.date.today().isoformat()
+
+
+# --------------------------------------------------------------------------- allocation per model
+
+
+def _interpolate(points: dict[float, np.ndarray], bpw: float, source_bpw: float) -> np.ndarray:
+    """Per-language ΔKLD at `bpw` from a group's measured (bpw -> ΔKLD) points: linear in
+    log ΔKLD between measured types, the slope of the two lowest below them, and a straight
+    line to 0 at the source precision above them."""
+    xs = sorted(points)
+    if bpw in points:
+        return points[bpw]
+    if bpw > xs[-1]:
+        frac = max(0.0, (source_bpw - bpw) / max(source_bpw - xs[-1], 1e-9))
+        return points[xs[-1]] * frac
+    logs = {x: np.log(np.maximum(points[x], 1e-9)) for x in xs}
+    if bpw < xs[0]:
+        if len(xs) == 1:
+            return points[xs[0]] * 2.0 ** (xs[0] - bpw)  # ~ halving per extra bit
+        slope = (logs[xs[1]] - logs[xs[0]]) / (xs[1] - xs[0])
+        return np.exp(logs[xs[0]] + slope * (bpw - xs[0]))
+    hi = next(x for x in xs if x > bpw)
+    lo = max(x for x in xs if x < bpw)
+    t = (bpw - lo) / (hi - lo)
+    return np.exp(logs[lo] * (1 - t) + logs[hi] * t)
+
+
+def transfer_measurements(
+    groups: list[Group], measurements: dict
+) -> tuple[dict, list[str], list[Group]]:
+    """Map measured ΔKLD (by group key: kind and depth range) onto this model's groups and
+    their ladders. Returns (delta, languages, groups that can be allocated)."""
+    by_key: dict[str, dict[str, dict[str, float]]] = {}
+    for key, entry in measurements["delta"].items():
+        gkey, ty = key.rsplit("|", 1)
+        by_key.setdefault(gkey, {})[ty] = entry
+    languages = sorted(next(iter(measurements["delta"].values())))
+    delta: dict[str, dict[str, float]] = {}
+    usable = []
+    for g in groups:
+        measured = by_key.get(g.key)
+        scale = 1.0
+        if not measured and g.kind == "token_embd" and g.layers is None and by_key.get("output"):
+            measured, scale = by_key["output"], TOKEN_EMBD_PROXY
+        if not measured:
+            continue
+        points = {
+            TYPES[t].bits_per_weight: scale * np.array([m[lang] for lang in languages])
+            for t, m in measured.items()
+            if t in TYPES
+        }
+        source_bpw = TYPES[g.source_type].bits_per_weight if g.source_type in TYPES else 16.0
+        for ty in g.ladder[:-1]:
+            values = (
+                {lang: scale * v for lang, v in measured[ty].items()} if ty in measured else None
+            )
+            if values is None:
+                arr = _interpolate(points, TYPES[ty].bits_per_weight, source_bpw)
+                values = {lang: float(v) for lang, v in zip(languages, arr, strict=True)}
+            delta[f"{g.key}|{ty}"] = {lang: float(values[lang]) for lang in languages}
+        usable.append(g)
+    return delta, languages, usable
+
+
+def solve_for_header(
+    profile,
+    header: GGUFHeader,
+    measurements: dict,
+    budget_bytes: int,
+    ranges: int = 3,
+    fixed_kinds: Sequence[str] = (),
+):
+    """Allocate this model's measured groups within budget_bytes; everything the measurements
+    do not cover keeps the profile's own choice and counts as fixed. Returns (Allocation,
+    groups allocated)."""
+    import dataclasses
+
+    from seachat.convert.plan import plan_tensors
+
+    static = dataclasses.replace(profile, allocate=None)
+    n_layer = int(header.arch_key("block_count", 0) or 0) or None
+    groups, fixed = make_groups(header, n_ranges=ranges, by_row=PLAN_LADDERS)
+    delta, languages, usable = transfer_measurements(groups, measurements)
+    usable = [g for g in usable if g.kind not in fixed_kinds]
+    usable_names = {name for g in usable for name in g.tensors}
+    static_plan = plan_tensors(
+        static,
+        header.tensors,
+        n_layer=n_layer,
+        architecture=header.architecture,
+        source=str(header.path),
+    )
+    fixed += sum(
+        t.n_bytes for t in static_plan.tensors if t.quantize and t.name not in usable_names
+    )
+    return allocate(usable, delta, languages, budget_bytes, fixed), usable
+
+
+def budget_bytes_for(spec_budget: str | float, header: GGUFHeader) -> tuple[int, str]:
+    from seachat.convert.plan import plan_tensors
+    from seachat.convert.profiles import load_profile
+
+    if isinstance(spec_budget, float):
+        return int(spec_budget * header.n_params / 8), f"{spec_budget} bpw"
+    n_layer = int(header.arch_key("block_count", 0) or 0) or None
+    plan = plan_tensors(
+        load_profile(spec_budget), header.tensors, n_layer=n_layer, architecture=header.architecture
+    )
+    return plan.n_bytes, f"size of {spec_budget}"
+
+
+def allocate_for_header(profile, header: GGUFHeader):  # -> Profile
+    """The profile with its [allocate] section solved for this model: one rule per measured
+    group (kind and depth range) chosen to minimise the worst language's predicted KLD within
+    the budget, ahead of the profile's own rules (which still decide everything else)."""
+    import dataclasses
+
+    from seachat.convert.profiles import LayerSelector, Rule
+
+    spec = profile.allocate
+    measurements = json.loads(spec.measurements.read_text(encoding="utf-8"))
+    budget_bytes, budget_desc = budget_bytes_for(spec.budget, header)
+    try:
+        alloc, usable = solve_for_header(
+            profile, header, measurements, budget_bytes, spec.ranges, spec.fixed
+        )
+    except ConvertError as exc:
+        raise ConvertError(
+            f"{profile.source or profile.name}: cannot fit {header.path} within the {budget_desc} ({exc})"
+        ) from None
+    rules = []
+    output_type = profile.output_type
+    token_embd_type = profile.token_embd_type
+    why = f"allocated for this model: worst language within the {budget_desc}"
+    for g in usable:
+        ty = TYPES[alloc.choice[g.key]]
+        if g.layers is None and g.kind == "output":
+            output_type = ty
+        elif g.layers is None and g.kind == "token_embd":
+            token_embd_type = ty
+        else:
+            rules.append((g.kind, g.layers, ty))
+    new_rules = [
+        Rule(i + 1, ty, (kind,), None, LayerSelector.parse(layers) if layers else None, why)
+        for i, (kind, layers, ty) in enumerate(rules)
+    ]
+    offset = len(new_rules)
+    new_rules += [dataclasses.replace(r, index=r.index + offset) for r in profile.rules]
+    return dataclasses.replace(
+        profile,
+        allocated=f"worst language within the {budget_desc}",
+        allocate=None,
+        rules=tuple(new_rules),
+        output_type=output_type,
+        token_embd_type=token_embd_type,
+    )

@@ -111,11 +111,71 @@ def test_target_bpw_is_what_the_planner_computes_on_gemma3(gemma3_gguf: Path):
         assert plan.bits_per_weight == pytest.approx(prof.target_bpw, abs=0.002), prof.name
 
 
-def test_sea_q4_is_no_larger_than_stock_q4_k_m_and_sea_q3_than_q3_k_m(gemma3_gguf: Path):
+SEA_BUDGETS = {
+    "sea-q3": "q3_k_m",
+    "sea-q4": "q4_k_m",
+    "sea-q5": "q5_k_m",
+    "sea-q6": "q6_k",
+    "sea-q8": "q8_0",
+}
+
+
+def test_sea_profiles_are_never_larger_than_their_stock_budget(
+    gemma3_gguf: Path, tiny_llama: Path, smollm2_gguf: Path
+):
+    """On the tied, 640-wide Gemma they were tuned on, on an untied 256-wide Llama and on
+    SmolLM2 (576 wide): [allocate] re-solves the types so the size bound holds on any shape."""
+    for path in (gemma3_gguf, tiny_llama, smollm2_gguf):
+        header = read_gguf_header(path)
+        for sea, stock in SEA_BUDGETS.items():
+            ours = plan_for_header(load_profile(sea), header).n_bytes
+            theirs = plan_for_header(load_profile(stock), header).n_bytes
+            assert ours <= theirs, (path.name, sea, ours, theirs)
+
+
+def test_allocation_on_the_tuning_model_reproduces_the_written_rules(gemma3_gguf: Path):
+    import dataclasses
+
     header = read_gguf_header(gemma3_gguf)
-    size = {p.name: plan_for_header(p, header).n_bytes for p in shipped_profiles()}
-    assert size["sea-q4"] <= size["q4_k_m"]
-    assert size["sea-q3"] <= size["q3_k_m"]
+    for sea in SEA_BUDGETS:
+        prof = load_profile(sea)
+        solved = plan_for_header(prof, header)
+        written = plan_for_header(dataclasses.replace(prof, allocate=None), header)
+        assert [t.final for t in solved.tensors] == [t.final for t in written.tensors], sea
+        assert any(t.decided_by.endswith("[allocated]") for t in solved.tensors)
+
+
+def test_allocation_adapts_to_another_shape(tiny_llama: Path):
+    """On a 256-wide model the k-quants are on the table and the embedding is untied."""
+    plan = plan_for_header(load_profile("sea-q4"), read_gguf_header(tiny_llama))
+    finals = {t.final for t in plan.tensors if t.quantize}
+    assert finals & {"q4_k", "q5_k", "q6_k"}
+    by = {t.name: t for t in plan.tensors}
+    assert "allocated" in by["output.weight"].decided_by or by[
+        "output.weight"
+    ].decided_by.startswith("output_type")
+
+
+@pytest.mark.parametrize(
+    ("allocate", "message"),
+    [
+        ({"budget": "q4_x", "measurements": "m.json"}, "not a shipped profile"),
+        ({"budget": "sea-q4", "measurements": "m.json"}, "itself allocated"),
+        ({"budget": 40, "measurements": "m.json"}, "out of range"),
+        ({"budget": "q4_k_m", "measurements": "missing.json"}, "not found"),
+        (
+            {"budget": "q4_k_m", "measurements": "m.json", "fixed": ["outputs"]},
+            "fixed must be a list of kinds",
+        ),
+        ({"budget": "q4_k_m", "measurements": "m.json", "colour": 1}, "unknown key(s) colour"),
+    ],
+)
+def test_invalid_allocate_sections(allocate, message, tmp_path: Path):
+    (tmp_path / "m.json").write_text(
+        '{"settings": {}, "delta": {"output|q8_0": {"eng_Latn": 0.1}}}', encoding="utf-8"
+    )
+    with pytest.raises(ConvertError, match=re.escape(message)):
+        profile_from_dict({**BASE, "allocate": allocate}, str(tmp_path / "p.toml"))
 
 
 def test_ggml_type_ids_match_llama_cpp():
