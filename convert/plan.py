@@ -188,7 +188,12 @@ class QuantPlan:
                 )
             )
         order = {k: i for i, k in enumerate(("token_embd", "output"))}
-        rows.sort(key=lambda r: (order.get(r[0], 2), r[0], r[3]))
+
+        def first_layer(text: str) -> int:
+            head = text.split(",")[0].split("-")[0]
+            return int(head) if head.isdigit() else -1
+
+        rows.sort(key=lambda r: (order.get(r[0], 2), r[0], first_layer(r[3])))
         return rows
 
     def to_json(self) -> dict:
