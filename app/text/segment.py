@@ -10,6 +10,7 @@ inside long runs of spaceless script, between grapheme clusters: never inside a 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+import unicodedata
 from functools import lru_cache
 
 import regex
@@ -27,15 +28,30 @@ HAVE_ICU = _IcuLineBreaker is not None
 
 def graphemes(text: str) -> list[str]:
     """The user-perceived characters of `text`, in order."""
-    return _CLUSTER.findall(text)
+    bounds = grapheme_boundaries(text)
+    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] == "M"
+
+
+def _compute_boundaries(text: str) -> tuple[int, ...]:
+    # Unicode leaves a few spacing vowels out of the cluster of their consonant (Burmese
+    # tall AA U+102B/U+102C, some Tai Tham and Khmer-adjacent signs): a cluster would then
+    # start with a mark. Readers see one syllable, so such a "cluster" joins the previous one.
+    out = [0]
+    for m in _CLUSTER.finditer(text):
+        if len(out) > 1 and _is_mark(text[m.start()]):
+            out[-1] = m.end()
+        else:
+            out.append(m.end())
+    return tuple(out)
 
 
 @lru_cache(maxsize=2048)
 def _boundaries_cached(text: str) -> tuple[int, ...]:
-    out = [0]
-    for m in _CLUSTER.finditer(text):
-        out.append(m.end())
-    return tuple(out)
+    return _compute_boundaries(text)
 
 
 def grapheme_boundaries(text: str) -> tuple[int, ...]:
@@ -43,7 +59,7 @@ def grapheme_boundaries(text: str) -> tuple[int, ...]:
     if text.isascii() and "\r" not in text:
         return tuple(range(len(text) + 1))
     if len(text) > 4096:
-        return tuple([0, *(m.end() for m in _CLUSTER.finditer(text))])
+        return _compute_boundaries(text)
     return _boundaries_cached(text)
 
 
