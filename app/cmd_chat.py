@@ -68,6 +68,7 @@ def chat(model_arg, model_opt, models_dir, n_ctx, n_threads, n_gpu_layers, resum
     from seachat.app.tui.app import SeachatApp
 
     store = open_store()
+    store.recover_interrupted()
     try:
         path, problem = choose_model(model_opt or model_arg, models_dir, store)
         resume = None

@@ -3,7 +3,7 @@
 Durability is the point: every message is committed the moment it is complete, and a reply
 being streamed is written every second or so with status "streaming", so a crash, a kill or
 a power cut loses at most the last second of an answer and nothing the user already saw
-finish. On the next start, rows still marked "streaming" become "interrupted".
+finish. When the app starts, rows still marked "streaming" become "interrupted".
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.create_function("fold", 1, fold, deterministic=True)
             self._migrate()
-            self._recover_streaming()
         except sqlite3.DatabaseError as exc:
             raise UserError(
                 f"{self.path}: cannot open the conversation database ({exc}); "
@@ -160,9 +159,15 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def _recover_streaming(self) -> None:
+    def recover_interrupted(self) -> int:
+        """Mark answers left "streaming" by a process that died as "interrupted".
+
+        Called once when the app starts. (Were another seachat streaming at that moment, its
+        next draft save sets the status back, so nothing is lost.)
+        """
         with self._transaction() as db:
-            db.execute("UPDATE messages SET status = ? WHERE status = ?", (INTERRUPTED, STREAMING))
+            cur = db.execute("UPDATE messages SET status = ? WHERE status = ?", (INTERRUPTED, STREAMING))
+            return cur.rowcount
 
     def close(self) -> None:
         with self._lock:

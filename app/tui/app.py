@@ -33,7 +33,7 @@ class SeachatApp(App):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
         Binding("f1", "help", "Help", show=False),
-        Binding("f5", "next_theme", "Theme", show=False),
+        Binding("f5", "next_theme", "Theme", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 

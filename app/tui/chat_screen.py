@@ -28,14 +28,13 @@ FLUSH_HZ = 30
 class ChatScreen(Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop", show=True),
-        Binding("ctrl+r", "regenerate", "Regenerate"),
-        Binding("ctrl+e", "edit_last", "Edit"),
-        Binding("ctrl+y", "copy_last", "Copy"),
-        Binding("ctrl+n", "app.new_chat", "New"),
-        Binding("f2,ctrl+o", "app.conversations", "Chats"),
-        Binding("f3,ctrl+t", "app.pick_model", "Model"),
-        Binding("f4,ctrl+s", "app.settings", "Settings"),
-        Binding("f1", "app.help", "Help"),
+        Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
+        Binding("ctrl+y", "copy_last", "Copy", priority=True),
+        Binding("ctrl+n", "app.new_chat", "New", priority=True),
+        Binding("f2,ctrl+o", "app.conversations", "Chats", priority=True),
+        Binding("f3,ctrl+t", "app.pick_model", "Model", priority=True),
+        Binding("f4,ctrl+s", "app.settings", "Settings", priority=True),
+        Binding("f1", "app.help", "Help", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -126,6 +125,10 @@ class ChatScreen(Screen):
         return self.session
 
     # -- sending ------------------------------------------------------------------------
+    @on(ChatInput.EditLast)
+    def on_edit_last(self, event: ChatInput.EditLast) -> None:
+        self.action_edit_last()
+
     @on(ChatInput.Submitted)
     async def on_submit(self, event: ChatInput.Submitted) -> None:
         if self.generating:

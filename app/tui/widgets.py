@@ -32,6 +32,9 @@ class ChatInput(TextArea):
         Binding("alt+enter", "newline", "New line", show=False, priority=True),
     ]
 
+    class EditLast(TextualMessage):
+        """Up in an empty input: edit the last message (as in Slack or a shell)."""
+
     class Submitted(TextualMessage):
         def __init__(self, text: str) -> None:
             super().__init__()
@@ -44,6 +47,12 @@ class ChatInput(TextArea):
         text = self.text
         if text.strip():
             self.post_message(self.Submitted(text))
+
+    def action_cursor_up(self, select: bool = False) -> None:
+        if not select and not self.text:
+            self.post_message(self.EditLast())
+            return
+        super().action_cursor_up(select)
 
     def action_newline(self) -> None:
         start, end = self.selection

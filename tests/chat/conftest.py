@@ -32,3 +32,9 @@ def gemma(gemma3_gguf: Path) -> Runtime:
     rt = Runtime(gemma3_gguf, n_ctx=2048, n_threads=THREADS)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (Textual pilots) run on asyncio through anyio's pytest plugin."""
+    return "asyncio"

@@ -64,6 +64,7 @@ def test_messages_survive_reopen_and_streaming_rows_become_interrupted(tmp_path:
     s.update_message(draft.id, "ကျွန်တော်", STREAMING)
     # No close(): as if the process died.
     again = Store(tmp_path / "c.db")
+    assert again.recover_interrupted() == 1
     msgs = again.messages(conv.id)
     assert [m.content for m in msgs] == [BURMESE, "ကျွန်တော်"]
     assert msgs[1].status == INTERRUPTED and msgs[1].incomplete
