@@ -65,8 +65,8 @@ class BackendInfo:
     @property
     def label(self) -> str:
         if self.name == "CPU":
-            return f"CPU · {self.n_threads} threads"
-        return f"{self.name} · {self.layers_offloaded}/{self.n_layers} layers · {self.n_threads} threads"
+            return f"CPU {self.n_threads} threads"
+        return f"{self.name} {self.layers_offloaded}/{self.n_layers} layers, {self.n_threads} threads"
 
 
 def system_backend() -> tuple[str, bool, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from textual import work
@@ -24,6 +25,7 @@ from seachat.app.tui.screens import (
 )
 
 THEME_PREFERENCE = "theme"
+GIL_SWITCH_INTERVAL = 0.0002  # seconds
 THEMES = ("textual-dark", "textual-light", "nord", "gruvbox", "tokyo-night", "solarized-light")
 
 
@@ -49,6 +51,11 @@ class SeachatApp(App):
         welcome_problem: str = "",
     ) -> None:
         _wrap.install()  # script-aware widths and wrapping in Rich and Textual
+        # The generation thread hands the GIL back and forth with llama.cpp several times per
+        # token; with Python's default 5 ms switch interval each hand-off can wait for a
+        # whole UI frame, costing 10-40% of generation speed. A short interval keeps the
+        # worker fed while the UI renders.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         super().__init__()
         self.store = store
         self.model_path = model_path
@@ -128,6 +135,8 @@ class SeachatApp(App):
                 self.chat.session.runtime = runtime
         self.chat.show_notice(self.template_notice())
         self.chat.refresh_status()
+        if self.screen is self.chat and self.focused is None:
+            self.chat.focus_input()
         self.refresh_title()
         self.post_message(ModelReady())
 

@@ -22,10 +22,11 @@ from seachat.app.session import ChatSession, ChatSettings, TurnResult
 from seachat.app.store import Message
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
 
-FLUSH_HZ = 30
+FLUSH_HZ = 20  # text reaches the screen at most this often; each frame costs CPU the model could use
 
 
 class ChatScreen(Screen):
+    AUTO_FOCUS = "ChatInput"  # typing goes to the input, not to the (focusable) message list
     BINDINGS = [
         Binding("escape", "stop", "Stop", show=True),
         Binding("ctrl+r", "regenerate", "Regenerate", priority=True),
@@ -56,10 +57,13 @@ class ChatScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#notice").display = False
         self.query_one("#editing-hint").display = False
-        self.set_interval(1 / FLUSH_HZ, self._flush)
+        self._flush_timer = self.set_interval(1 / FLUSH_HZ, self._flush, pause=True)
         self.query_one(ChatInput).focus()
 
     # -- helpers ----------------------------------------------------------------------------
+    def focus_input(self) -> None:
+        self.query_one(ChatInput).focus()
+
     @property
     def app_runtime(self):
         return self.app.runtime  # type: ignore[attr-defined]
@@ -80,13 +84,13 @@ class ChatScreen(Screen):
         rt = self.app_runtime
         bar = self.status()
         if rt is None:
-            bar.set(model="no model", backend="", context="", speed="")
+            bar.set(model="no model", backend="", context="", speed="", prompt_speed="")
             return
         used = rt.last_stats.context_used
         bar.set(model=rt.model_name, backend=rt.backend.label, context=f"ctx {used}/{rt.n_ctx}")
         stats = rt.last_stats
         if stats.gen_tokens:
-            bar.set(speed=f"{stats.gen_tps:.1f} tok/s · prompt {stats.prompt_tps:.0f} tok/s")
+            bar.set(speed=f"{stats.gen_tps:.1f} tok/s", prompt_speed=f"{stats.prompt_tps:.0f} tok/s")
 
     def model_name(self) -> str:
         rt = self.app_runtime
@@ -159,8 +163,9 @@ class ChatScreen(Screen):
         await self.query_one("#messages").mount(view)
         view.start_stream()
         self.streaming_view = view
+        self._flush_timer.resume()
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
-        self.status().set(state="thinking…", speed="")
+        self.status().set(state="thinking…", speed="", prompt_speed="")
         self._worker = self._generate(session, answer, view)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
@@ -200,11 +205,13 @@ class ChatScreen(Screen):
         ):
             return
         view = self.streaming_view
-        self.streaming_view = None
-        if view is not None:
+        self._flush_timer.pause()
+        if view is not None and view.is_attached:
             await view.end_stream()
             # The stored text is the truth (the last held-back cluster arrives at the end).
-            view.set_body(view.message.content)
+            if view.is_attached:
+                view.set_body(view.message.content)
+        self.streaming_view = None
         self.status().set(state="")
         if event.state == WorkerState.ERROR:
             error = event.worker.error

@@ -146,6 +146,8 @@ class MessageView(Vertical, can_focus=True):
         return label
 
     def refresh_header(self) -> None:
+        if not self.is_attached:
+            return
         self.query_one(".message-header", Static).update(self._header_text())
         self.set_class(self.message.status in (STOPPED, INTERRUPTED, "error"), "incomplete")
 
@@ -195,7 +197,13 @@ class MessageView(Vertical, can_focus=True):
 
 
 class StatusBar(Static):
-    """Model, backend, context use and speeds, on one line."""
+    """Model, backend, context use and speeds, on one line that fits any width.
+
+    When the line is too long, the least useful details go first (prompt speed, then the
+    model name is shortened), so tokens/s and context use stay visible at 80 columns.
+    """
+
+    SEPARATOR = " │ "
 
     def __init__(self, **kwargs) -> None:
         super().__init__("", markup=False, **kwargs)
@@ -203,10 +211,41 @@ class StatusBar(Static):
         self.backend = ""
         self.context = ""
         self.speed = ""
+        self.prompt_speed = ""
         self.state = ""
 
     def set(self, **parts: str) -> None:
         for key, value in parts.items():
             setattr(self, key, value)
-        shown = [p for p in (self.state, self.model, self.backend, self.context, self.speed) if p]
-        self.update("  │  ".join(shown))
+        self.update(self.compose_line(self.size.width or 80))
+
+    def on_resize(self) -> None:
+        self.update(self.compose_line(self.size.width or 80))
+
+    def compose_line(self, width: int) -> str:
+        from rich.cells import cell_len
+
+        from seachat.app.text.segment import graphemes
+
+        room = max(width - 2, 10)  # padding
+        speed = self.speed + (f" · prompt {self.prompt_speed}" if self.prompt_speed and self.speed else "")
+        model = self.model
+        for attempt in range(4):
+            parts = [p for p in (self.state, model, self.backend, self.context, speed) if p]
+            line = self.SEPARATOR.join(parts)
+            if cell_len(line) <= room:
+                return line
+            if attempt == 0:
+                speed = self.speed
+            elif attempt == 1 and model:
+                over = cell_len(line) - room
+                keep = max(8, cell_len(model) - over - 1)
+                clusters, out = graphemes(model), ""
+                for c in clusters:
+                    if cell_len(out + c) > keep:
+                        break
+                    out += c
+                model = out + "…"
+            elif attempt == 2:
+                model = ""
+        return line
