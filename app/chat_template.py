@@ -107,9 +107,7 @@ class ChatTemplate:
     ) -> list[Piece]:
         """The prompt as template pieces (special=True) and content pieces (special=False)."""
         contents = [str(m.get("content", "")) for m in messages]
-        shadow = [
-            {**m, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)
-        ]
+        shadow = [{**m, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
         try:
             rendered = _compile(self.source).render(
                 messages=shadow,
@@ -132,7 +130,9 @@ class ChatTemplate:
             pieces.append(Piece(rendered[pos:], True))
         return pieces
 
-    def render_text(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def render_text(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         return "".join(p.text for p in self.render_pieces(messages, add_generation_prompt))
 
 
@@ -188,4 +188,6 @@ def choose_template(
         return ChatTemplate(CHATML_TEMPLATE, "fallback:ChatML", bos_token, eos_token)
     if is_control_token("<|start_header_id|>"):
         return ChatTemplate(LLAMA3_TEMPLATE, "fallback:Llama 3", bos_token, eos_token)
-    return ChatTemplate(PLAIN_TEMPLATE, "fallback:plain transcript", bos_token, eos_token, PLAIN_STOP)
+    return ChatTemplate(
+        PLAIN_TEMPLATE, "fallback:plain transcript", bos_token, eos_token, PLAIN_STOP
+    )

@@ -32,7 +32,9 @@ def choose_model(model: str | None, models_dir: str | None, store) -> tuple[Path
         try:
             read_model_info(path)
         except GGUFFormatError as exc:
-            raise UserError(f"{exc}; it is not a usable GGUF model, re-download or re-convert it") from exc
+            raise UserError(
+                f"{exc}; it is not a usable GGUF model, re-download or re-convert it"
+            ) from exc
         return path, ""
     last = store.get_preference("last_model")
     if last and Path(last).is_file():
@@ -48,15 +50,38 @@ def choose_model(model: str | None, models_dir: str | None, store) -> tuple[Path
 
 @click.command()
 @click.argument("model_arg", metavar="[MODEL]", required=False)
-@click.option("--model", "-m", "model_opt", help="GGUF file, or a model name from `seachat models`.")
-@click.option("--models-dir", type=click.Path(file_okay=False), help="Where to look for GGUF files.")
-@click.option("--ctx", "n_ctx", type=click.IntRange(min=0), default=4096, show_default=True,
-              help="Context window in tokens (0 = the model's training context).")
-@click.option("--threads", "n_threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for llama.cpp [default: physical cores, at most 8].")
-@click.option("--gpu-layers", "n_gpu_layers", type=int, default=0, show_default=True,
-              help="Layers to offload to CUDA/Metal (-1 = all); needs a GPU build of llama-cpp-python.")
-@click.option("--continue", "-c", "resume_last", is_flag=True, help="Continue the most recent conversation.")
+@click.option(
+    "--model", "-m", "model_opt", help="GGUF file, or a model name from `seachat models`."
+)
+@click.option(
+    "--models-dir", type=click.Path(file_okay=False), help="Where to look for GGUF files."
+)
+@click.option(
+    "--ctx",
+    "n_ctx",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="Context window in tokens (0 = the model's training context).",
+)
+@click.option(
+    "--threads",
+    "n_threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for llama.cpp [default: physical cores, at most 8].",
+)
+@click.option(
+    "--gpu-layers",
+    "n_gpu_layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Layers to offload to CUDA/Metal (-1 = all); needs a GPU build of llama-cpp-python.",
+)
+@click.option(
+    "--continue", "-c", "resume_last", is_flag=True, help="Continue the most recent conversation."
+)
 def chat(model_arg, model_opt, models_dir, n_ctx, n_threads, n_gpu_layers, resume_last) -> None:
     """Chat with a GGUF model in the terminal (offline, on CPU, CUDA or Metal).
 

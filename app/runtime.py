@@ -8,6 +8,7 @@ the same flag cut `llama_decode` short.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
@@ -38,13 +39,31 @@ def _install_log_sink() -> None:
 
     @llama_cpp.llama_log_callback
     def sink(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a log line must never raise into C
             _LOG.append(text.decode("utf-8", errors="replace"))
-        except Exception:  # noqa: BLE001 - a log line must never raise into C
-            pass
 
     _log_callback = sink
     llama_cpp.llama_log_set(sink, ctypes.c_void_p(0))
+    # With verbose=False, llama-cpp-python silences model loading by pointing the process's
+    # stdout/stderr file descriptors at /dev/null. The TUI draws on stdout from another
+    # thread meanwhile, and those frames would vanish. The log sink already keeps llama.cpp
+    # quiet, so the descriptors are left alone.
+    import llama_cpp._internals as internals_module
+    import llama_cpp.llama as llama_module
+
+    llama_module.suppress_stdout_stderr = _KeepDescriptors
+    internals_module.suppress_stdout_stderr = _KeepDescriptors
+
+
+class _KeepDescriptors:
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> _KeepDescriptors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def recent_log() -> str:
@@ -66,7 +85,9 @@ class BackendInfo:
     def label(self) -> str:
         if self.name == "CPU":
             return f"CPU {self.n_threads} threads"
-        return f"{self.name} {self.layers_offloaded}/{self.n_layers} layers, {self.n_threads} threads"
+        return (
+            f"{self.name} {self.layers_offloaded}/{self.n_layers} layers, {self.n_threads} threads"
+        )
 
 
 def system_backend() -> tuple[str, bool, str]:
@@ -142,7 +163,9 @@ class Runtime:
         try:
             self.info = read_model_info(path)
         except GGUFFormatError as exc:
-            raise UserError(f"{exc}; it is not a usable GGUF model, re-download or re-convert it") from exc
+            raise UserError(
+                f"{exc}; it is not a usable GGUF model, re-download or re-convert it"
+            ) from exc
         _install_log_sink()
         from llama_cpp import Llama
 
@@ -214,7 +237,9 @@ class Runtime:
         """Plain text: any control-token lookalikes stay text."""
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
-    def tokenize_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    def tokenize_chat(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    ) -> list[int]:
         """The prompt for `messages`: template text may hold control tokens, content never."""
         try:
             pieces = self.template.render_pieces(messages, add_generation_prompt)
@@ -222,7 +247,9 @@ class Runtime:
             raise UserError(f"{self.path}: {exc}") from exc
         tokens: list[int] = []
         for piece in pieces:
-            tokens += self.llm.tokenize(piece.text.encode("utf-8"), add_bos=False, special=piece.special)
+            tokens += self.llm.tokenize(
+                piece.text.encode("utf-8"), add_bos=False, special=piece.special
+            )
         bos = self.llm.token_bos()
         if self.llm._model.add_bos_token() and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
@@ -290,7 +317,9 @@ class Runtime:
         with self._lock:
             yield from self._stream_locked(list(tokens), params, stop)
 
-    def _stream_locked(self, tokens: list[int], params: SamplingParams, stop: threading.Event) -> Iterator[str]:
+    def _stream_locked(
+        self, tokens: list[int], params: SamplingParams, stop: threading.Event
+    ) -> Iterator[str]:
         llm = self.llm
         stats = GenerationStats(prompt_tokens=len(tokens))
         self.last_stats = stats
@@ -299,7 +328,9 @@ class Runtime:
         if max_new <= 0 or not tokens:
             stats.stop_reason = "context"
             return
-        stats.prompt_evaluated = len(tokens) - max(0, min(self.cached_prefix(tokens), len(tokens) - 1))
+        stats.prompt_evaluated = len(tokens) - max(
+            0, min(self.cached_prefix(tokens), len(tokens) - 1)
+        )
         llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
         text = StreamText()
         stop_strings = self.template.stop_strings
@@ -363,7 +394,11 @@ class Runtime:
         if stats.stop_reason != "stop_string":
             tail = held + text.finish()
             if stop_strings:
-                tail = tail[: _check_stops(tail, stop_strings)[0]] if _check_stops(tail, stop_strings)[1] else tail
+                tail = (
+                    tail[: _check_stops(tail, stop_strings)[0]]
+                    if _check_stops(tail, stop_strings)[1]
+                    else tail
+                )
             if tail:
                 yield tail
 
@@ -402,4 +437,6 @@ class LoadOptions:
 
 
 def load(path: str | os.PathLike[str], options: LoadOptions) -> Runtime:
-    return Runtime(path, n_ctx=options.n_ctx, n_threads=options.n_threads, n_gpu_layers=options.n_gpu_layers)
+    return Runtime(
+        path, n_ctx=options.n_ctx, n_threads=options.n_threads, n_gpu_layers=options.n_gpu_layers
+    )

@@ -70,9 +70,14 @@ PRESETS: tuple[Preset, ...] = (
     Preset("Answer in Lao", "ຕອບເປັນພາສາລາວສະເໝີ. Always answer in Lao."),
     Preset("Answer in Burmese", "မြန်မာဘာသာဖြင့်သာ ဖြေပါ။ Always answer in Burmese."),
     Preset("Answer in Vietnamese", "Luôn trả lời bằng tiếng Việt. Always answer in Vietnamese."),
-    Preset("Answer in Indonesian", "Selalu jawab dalam bahasa Indonesia. Always answer in Indonesian."),
+    Preset(
+        "Answer in Indonesian", "Selalu jawab dalam bahasa Indonesia. Always answer in Indonesian."
+    ),
     Preset("Answer in Arabic", "أجب دائمًا باللغة العربية. Always answer in Arabic."),
-    Preset("Translator", "Translate the user's message into English, then into Thai. Output only the translations."),
+    Preset(
+        "Translator",
+        "Translate the user's message into English, then into Thai. Output only the translations.",
+    ),
 )
 
 

@@ -166,7 +166,9 @@ class Store:
         next draft save sets the status back, so nothing is lost.)
         """
         with self._transaction() as db:
-            cur = db.execute("UPDATE messages SET status = ? WHERE status = ?", (INTERRUPTED, STREAMING))
+            cur = db.execute(
+                "UPDATE messages SET status = ? WHERE status = ?", (INTERRUPTED, STREAMING)
+            )
             return cur.rowcount
 
     def close(self) -> None:
@@ -202,7 +204,9 @@ class Store:
 
     def list_conversations(self, query: str = "") -> list[Conversation]:
         """Newest first; with `query`, those whose title or any message contains it."""
-        sql = "SELECT id, title, created, updated, model, system_prompt, settings FROM conversations"
+        sql = (
+            "SELECT id, title, created, updated, model, system_prompt, settings FROM conversations"
+        )
         args: tuple[Any, ...] = ()
         if query.strip():
             pattern = "%" + _escape_like(fold(query.strip())) + "%"
@@ -245,7 +249,9 @@ class Store:
         if not sets:
             return
         with self._transaction() as db:
-            db.execute(f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?", (*args, conversation_id))
+            db.execute(
+                f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?", (*args, conversation_id)
+            )
 
     # -- messages -------------------------------------------------------------------------
     def messages(self, conversation_id: int) -> list[Message]:
@@ -272,7 +278,9 @@ class Store:
                 (conversation_id, position, role, content, status, now),
             )
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-        return Message(int(cur.lastrowid or 0), conversation_id, position, role, content, status, now)
+        return Message(
+            int(cur.lastrowid or 0), conversation_id, position, role, content, status, now
+        )
 
     def update_message(
         self,

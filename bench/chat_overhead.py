@@ -113,13 +113,24 @@ async def run(model: Path, threads: int, max_tokens: int, rounds: int, n_ctx: in
             rt = app.runtime
             for r in range(rounds):
                 await screen.load_session(None)
-                screen.pending_settings = ChatSettings(temperature=0.0, max_tokens=max_tokens, seed=0)
+                screen.pending_settings = ChatSettings(
+                    temperature=0.0, max_tokens=max_tokens, seed=0
+                )
                 for i, text in enumerate(TURNS):
                     a_first, a_tps, a_n, tokens = await app_turn(pilot, app, text)
                     r_first, r_tps, r_n = raw_turn(rt, tokens, max_tokens)
                     rows.append(
-                        dict(round=r, turn=i, prompt=len(tokens), app_first=a_first, raw_first=r_first,
-                             app_tps=a_tps, raw_tps=r_tps, app_n=a_n, raw_n=r_n)
+                        dict(
+                            round=r,
+                            turn=i,
+                            prompt=len(tokens),
+                            app_first=a_first,
+                            raw_first=r_first,
+                            app_tps=a_tps,
+                            raw_tps=r_tps,
+                            app_n=a_n,
+                            raw_n=r_n,
+                        )
                     )
                     print(
                         f"  round {r} turn {i}: prompt {len(tokens):4d} tok | app {a_n:3d} tok {a_tps:6.1f} tok/s "
@@ -139,7 +150,10 @@ def table(rows: list[dict], model: Path, threads: int) -> str:
     ]
     for i in range(len(TURNS)):
         sel = [r for r in rows if r["turn"] == i]
-        med = lambda k: statistics.median(r[k] for r in sel)  # noqa: E731
+
+        def med(key: str, sel: list[dict] = sel) -> float:
+            return statistics.median(r[key] for r in sel)
+
         out.append(
             f"| {i} | {sel[0]['prompt']} | {sel[0]['app_n']}/{sel[0]['raw_n']} | {med('app_tps'):.1f} | "
             f"{med('raw_tps'):.1f} | {med('app_tps') / med('raw_tps'):.3f}x | {med('app_first') * 1000:.0f} ms | "
@@ -155,8 +169,10 @@ def table(rows: list[dict], model: Path, threads: int) -> str:
     )
     out.append("")
     out.append(f"generation speed through the app: {app_tps / raw_tps:.3f}x raw (goal >= 0.97x)")
-    out.append(f"Enter to first text: {app_first * 1000:.0f} ms vs raw prompt eval {raw_first * 1000:.0f} ms "
-               f"(+{(app_first - raw_first) * 1000:.0f} ms)")
+    out.append(
+        f"Enter to first text: {app_first * 1000:.0f} ms vs raw prompt eval {raw_first * 1000:.0f} ms "
+        f"(+{(app_first - raw_first) * 1000:.0f} ms)"
+    )
     return "\n".join(out)
 
 

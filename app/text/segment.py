@@ -9,8 +9,8 @@ inside long runs of spaceless script, between grapheme clusters: never inside a 
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 import unicodedata
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 
 import regex
@@ -29,7 +29,7 @@ HAVE_ICU = _IcuLineBreaker is not None
 def graphemes(text: str) -> list[str]:
     """The user-perceived characters of `text`, in order."""
     bounds = grapheme_boundaries(text)
-    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _is_mark(char: str) -> bool:

@@ -54,7 +54,9 @@ def corrected_table(unicode_version: str = "auto") -> CellTable:
     return CellTable(base.unicode_version, widths, base.narrow_to_wide)
 
 
-def _cluster_spans(text: str, unicode_version: str = "auto") -> tuple[list[tuple[int, int, int]], int]:
+def _cluster_spans(
+    text: str, unicode_version: str = "auto"
+) -> tuple[list[tuple[int, int, int]], int]:
     """Rich's split_graphemes, with spans that are real grapheme clusters."""
     bounds = grapheme_boundaries(text)
     spans: list[tuple[int, int, int]] = []

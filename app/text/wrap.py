@@ -69,7 +69,9 @@ def _fold(text: str, start: int, end: int, width: int, breaks: list[int]) -> int
     return used
 
 
-def _compute_wrap_offsets(text: str, width: int, tab_size: int, fold: bool = True, precomputed_tab_sections=None) -> list[int]:  # noqa: E501
+def _compute_wrap_offsets(
+    text: str, width: int, tab_size: int, fold: bool = True, precomputed_tab_sections=None
+) -> list[int]:  # noqa: E501
     from textual import _wrap
 
     if "\t" in text or text.isascii():

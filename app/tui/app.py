@@ -30,7 +30,7 @@ THEMES = ("textual-dark", "textual-light", "nord", "gruvbox", "tokyo-night", "so
 
 
 class SeachatApp(App):
-    CSS_PATH = "seachat.tcss"
+    CSS_PATH = Path(__file__).parent / "seachat.tcss"
     TITLE = "seachat"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
@@ -187,7 +187,9 @@ class SeachatApp(App):
         from seachat.app.library import list_models
 
         models, broken = list_models(self.extra_paths, self.models_dir)
-        if self.model_path is not None and all(m.path.resolve() != self.model_path.resolve() for m in models):
+        if self.model_path is not None and all(
+            m.path.resolve() != self.model_path.resolve() for m in models
+        ):
             extra, _ = list_models([self.model_path], self.models_dir)
             models = [m for m in extra if m.path.resolve() == self.model_path.resolve()] + models
 
@@ -204,7 +206,9 @@ class SeachatApp(App):
             self.load_model(path)
 
         self.push_screen(
-            ModelPickerScreen(models, [(b.path, b.reason) for b in broken], self.models_dir, self.options.n_ctx),
+            ModelPickerScreen(
+                models, [(b.path, b.reason) for b in broken], self.models_dir, self.options.n_ctx
+            ),
             chosen,
         )
 
@@ -224,19 +228,25 @@ class SeachatApp(App):
         current = chat.session.settings if chat.session is not None else chat.pending_settings
         self.push_screen(SettingsScreen(current), saved)
 
+    def _is_open(self, conversation_id: int) -> bool:
+        chat = self.chat
+        return (
+            chat is not None
+            and chat.session is not None
+            and chat.session.conversation.id == conversation_id
+        )
+
     def post_message_renamed(self, conversation_id: int) -> None:
-        if self.chat is not None and self.chat.session is not None:
-            if self.chat.session.conversation.id == conversation_id:
-                conv = self.store.get_conversation(conversation_id)
-                if conv is not None:
-                    self.chat.session.conversation.title = conv.title
-                    self.refresh_title()
+        if self._is_open(conversation_id):
+            conv = self.store.get_conversation(conversation_id)
+            if conv is not None and self.chat is not None and self.chat.session is not None:
+                self.chat.session.conversation.title = conv.title
+                self.refresh_title()
 
     def delete_conversation(self, conversation_id: int) -> None:
         self.store.delete(conversation_id)
-        if self.chat is not None and self.chat.session is not None:
-            if self.chat.session.conversation.id == conversation_id:
-                self.call_later(self.chat.load_session, None)
+        if self._is_open(conversation_id) and self.chat is not None:
+            self.call_later(self.chat.load_session, None)
 
     def export_conversation(self, conversation_id: int, fmt: str) -> Path | None:
         from seachat.app.export import export
@@ -247,7 +257,9 @@ class SeachatApp(App):
         try:
             path = export(conv, self.store.messages(conversation_id), self.export_dir, fmt)
         except OSError as exc:
-            self.notify(f"{self.export_dir}: cannot write the export ({exc.strerror})", severity="error")
+            self.notify(
+                f"{self.export_dir}: cannot write the export ({exc.strerror})", severity="error"
+            )
             return None
         self.notify(f"Exported to {path}", timeout=6)
         self.last_export = path

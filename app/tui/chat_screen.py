@@ -22,7 +22,9 @@ from seachat.app.session import ChatSession, ChatSettings, TurnResult
 from seachat.app.store import Message
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
 
-FLUSH_HZ = 20  # text reaches the screen at most this often; each frame costs CPU the model could use
+FLUSH_HZ = (
+    20  # text reaches the screen at most this often; each frame costs CPU the model could use
+)
 
 
 class ChatScreen(Screen):
@@ -70,7 +72,10 @@ class ChatScreen(Screen):
 
     @property
     def generating(self) -> bool:
-        return self._worker is not None and self._worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        return self._worker is not None and self._worker.state in (
+            WorkerState.PENDING,
+            WorkerState.RUNNING,
+        )
 
     def show_notice(self, text: str) -> None:
         notice = self.query_one("#notice", Static)
@@ -90,7 +95,9 @@ class ChatScreen(Screen):
         bar.set(model=rt.model_name, backend=rt.backend.label, context=f"ctx {used}/{rt.n_ctx}")
         stats = rt.last_stats
         if stats.gen_tokens:
-            bar.set(speed=f"{stats.gen_tps:.1f} tok/s", prompt_speed=f"{stats.prompt_tps:.0f} tok/s")
+            bar.set(
+                speed=f"{stats.gen_tps:.1f} tok/s", prompt_speed=f"{stats.prompt_tps:.0f} tok/s"
+            )
 
     def model_name(self) -> str:
         rt = self.app_runtime
@@ -215,14 +222,19 @@ class ChatScreen(Screen):
         self.status().set(state="")
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            text = (
+                str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            )
             self.notify(text, severity="error", timeout=10)
         elif event.state == WorkerState.SUCCESS:
             result: TurnResult = event.worker.result  # type: ignore[assignment]
             if result.stats.stop_reason == "stopped":
                 self.notify("Stopped. The partial answer is kept.", timeout=3)
             elif result.stats.stop_reason == "context":
-                self.notify("The context window is full; start a new chat or raise --ctx.", severity="warning")
+                self.notify(
+                    "The context window is full; start a new chat or raise --ctx.",
+                    severity="warning",
+                )
         self.refresh_status()
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
         self.post_message(GenerationFinished())
@@ -276,7 +288,9 @@ class ChatScreen(Screen):
         if self.editing is None:
             hint.display = False
         else:
-            hint.update("Editing an earlier message: Enter resends it and drops the answers after it · Esc cancels")
+            hint.update(
+                "Editing an earlier message: Enter resends it and drops the answers after it · Esc cancels"
+            )
             hint.display = True
 
     def action_copy_last(self) -> None:

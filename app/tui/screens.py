@@ -73,7 +73,10 @@ HELP_KEYS: list[tuple[str, str]] = [
     ("Ctrl+Y", "copy the last answer"),
     ("Tab / Shift+Tab", "move between messages and the input"),
     ("c · e · r on a message", "copy · edit and resend · regenerate"),
-    ("Ctrl+Z / Ctrl+A / Ctrl+E / Ctrl+K", "undo · line start · line end · delete to line end (input)"),
+    (
+        "Ctrl+Z / Ctrl+A / Ctrl+E / Ctrl+K",
+        "undo · line start · line end · delete to line end (input)",
+    ),
     ("Ctrl+N", "new conversation"),
     ("F2 / Ctrl+O", "conversations: open, search, rename, delete, export"),
     ("F3 / Ctrl+T", "pick a model"),
@@ -102,9 +105,11 @@ class HelpScreen(ModalScreen[None]):
         rows = "\n".join(f"| {k} | {v} |" for k, v in HELP_KEYS)
         conv = "\n".join(f"| {k} | {v} |" for k, v in HELP_CONVERSATIONS)
         text = (
-            "# Keys\n\n| key | does |\n|---|---|\n" + rows +
-            "\n\n## In the conversation list\n\n| key | does |\n|---|---|\n" + conv +
-            "\n\nMouse: click a message to select it; scroll with the wheel."
+            "# Keys\n\n| key | does |\n|---|---|\n"
+            + rows
+            + "\n\n## In the conversation list\n\n| key | does |\n|---|---|\n"
+            + conv
+            + "\n\nMouse: click a message to select it; scroll with the wheel."
         )
         with VerticalScroll(id="help-box", classes="dialog"):
             yield Markdown(text)
@@ -277,7 +282,9 @@ class ModelPickerScreen(ModalScreen[Path | None]):
         Binding("up", "move(-1)", show=False, priority=True),
     ]
 
-    def __init__(self, models: list[ModelInfo], broken: list[tuple[Path, str]], models_dir: Path, n_ctx: int) -> None:
+    def __init__(
+        self, models: list[ModelInfo], broken: list[tuple[Path, str]], models_dir: Path, n_ctx: int
+    ) -> None:
         super().__init__()
         self.models = models
         self.broken = broken
@@ -290,9 +297,13 @@ class ModelPickerScreen(ModalScreen[Path | None]):
             yield DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
             note = f"Models folder: {self.models_dir}"
             if self.broken:
-                note += "\n" + "\n".join(f"unreadable: {p.name}: {why}" for p, why in self.broken[:3])
+                note += "\n" + "\n".join(
+                    f"unreadable: {p.name}: {why}" for p, why in self.broken[:3]
+                )
             yield Static(note, id="models-note", markup=False)
-            yield Input(placeholder="…or type the path of a .gguf file and press Enter", id="model-path")
+            yield Input(
+                placeholder="…or type the path of a .gguf file and press Enter", id="model-path"
+            )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -303,9 +314,18 @@ class ModelPickerScreen(ModalScreen[Path | None]):
         free = available_ram()
         for info in self.models:
             quant = info.quantization + (f" / {info.profile}" if info.profile else "")
-            fits = "yes" if info.fits_in_ram(self.n_ctx, free) else f"no ({human_bytes(info.ram_needed(self.n_ctx))})"
+            fits = (
+                "yes"
+                if info.fits_in_ram(self.n_ctx, free)
+                else f"no ({human_bytes(info.ram_needed(self.n_ctx))})"
+            )
             table.add_row(
-                info.name, info.architecture, info.params_label, quant, human_bytes(info.file_size), fits,
+                info.name,
+                info.architecture,
+                info.params_label,
+                quant,
+                human_bytes(info.file_size),
+                fits,
                 key=str(info.path),
             )
         if self.models:
@@ -361,7 +381,10 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
         with VerticalScroll(id="settings", classes="dialog"):
             yield Label("Conversation settings", classes="dialog-title")
             yield Select(
-                [(p.name, i) for i, p in enumerate(PRESETS)], prompt="Preset…", id="preset", allow_blank=True
+                [(p.name, i) for i, p in enumerate(PRESETS)],
+                prompt="Preset…",
+                id="preset",
+                allow_blank=True,
             )
             yield Label("System prompt")
             yield TextArea(self.settings.system_prompt, id="system-prompt", soft_wrap=True)

@@ -228,7 +228,9 @@ class StatusBar(Static):
         from seachat.app.text.segment import graphemes
 
         room = max(width - 2, 10)  # padding
-        speed = self.speed + (f" · prompt {self.prompt_speed}" if self.prompt_speed and self.speed else "")
+        speed = self.speed + (
+            f" · prompt {self.prompt_speed}" if self.prompt_speed and self.speed else ""
+        )
         model = self.model
         for attempt in range(4):
             parts = [p for p in (self.state, model, self.backend, self.context, speed) if p]

@@ -35,7 +35,9 @@ def terminal_width(text: str) -> int:
 class Terminal:
     """A detached tmux session of a fixed size running one command."""
 
-    def __init__(self, command: list[str], env: dict[str, str], width: int = 80, height: int = 24) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], width: int = 80, height: int = 24
+    ) -> None:
         self.tmux = require_tmux()
         self.name = f"seachat-test-{uuid.uuid4().hex[:8]}"
         self.socket = f"seachat-{uuid.uuid4().hex[:8]}"  # a private tmux server per test
@@ -62,7 +64,9 @@ class Terminal:
         return self._tmux("capture-pane", "-p", "-t", self.name).stdout
 
     def pid(self) -> int:
-        return int(self._tmux("display-message", "-p", "-t", self.name, "#{pane_pid}").stdout.strip())
+        return int(
+            self._tmux("display-message", "-p", "-t", self.name, "#{pane_pid}").stdout.strip()
+        )
 
     def alive(self) -> bool:
         return self._tmux("has-session", "-t", self.name, check=False).returncode == 0

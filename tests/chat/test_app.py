@@ -21,7 +21,17 @@ from seachat.app.tui.screens import (
 )
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
 
-from .apphelpers import SIZE, chat, make_app, send, shown_text, views, wait_answer, wait_for, wait_model
+from .apphelpers import (
+    SIZE,
+    chat,
+    make_app,
+    send,
+    shown_text,
+    views,
+    wait_answer,
+    wait_for,
+    wait_model,
+)
 from .scripts import ALL, ARABIC, BURMESE, KHMER, THAI
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -124,7 +134,9 @@ async def test_conversation_survives_restart(seachat_home: Path, smollm2_gguf: P
 
 async def test_context_overflow_is_announced(seachat_home: Path, smollm2_gguf: Path):
     store = Store(seachat_home / "conversations.sqlite3")
-    conv = store.create_conversation("long", settings=ChatSettings(temperature=0.0, max_tokens=16).to_dict())
+    conv = store.create_conversation(
+        "long", settings=ChatSettings(temperature=0.0, max_tokens=16).to_dict()
+    )
     for i in range(8):
         store.add_message(conv.id, "user", f"Question {i} about rivers and lakes and seas.")
         store.add_message(conv.id, "assistant", "Rivers flow into lakes and seas. " * 3)
@@ -168,7 +180,9 @@ async def test_input_moves_and_deletes_by_grapheme_cluster(seachat_home: Path):
 
 
 @pytest.mark.parametrize("lang", list(ALL))
-async def test_streaming_in_every_script_never_shows_broken_text(seachat_home: Path, gemma3_gguf: Path, lang):
+async def test_streaming_in_every_script_never_shows_broken_text(
+    seachat_home: Path, gemma3_gguf: Path, lang
+):
     app = make_app(seachat_home, gemma3_gguf)
     snapshots: list[str] = []
     async with app.run_test(size=SIZE) as pilot:
@@ -227,7 +241,10 @@ async def test_conversations_search_rename_export_delete(seachat_home: Path, tmp
         await pilot.press("f6")
         await pilot.press("f7")
         await pilot.pause()
-        assert sorted(p.name for p in out.iterdir()) == ["ដំណើរទៅសមុទ្រ_ ថ្ងៃទី ១.json", "ដំណើរទៅសមុទ្រ_ ថ្ងៃទី ១.md"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "ដំណើរទៅសមុទ្រ_ ថ្ងៃទី ១.json",
+            "ដំណើរទៅសមុទ្រ_ ថ្ងៃទី ១.md",
+        ]
         assert KHMER in (out / "ដំណើរទៅសមុទ្រ_ ថ្ងៃទី ១.md").read_text("utf-8")
 
         await pilot.press("ctrl+d")
@@ -269,7 +286,9 @@ async def test_model_picker_lists_library_and_switches_model(
         assert "broken.gguf" in str(picker.query_one("#models-note").render())
         table.move_cursor(row=[r[0] for r in rows].index("Gemma 3 270m"))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.runtime is not None and app.runtime.model_name == "Gemma 3 270m", 60)
+        await wait_for(
+            pilot, lambda: app.runtime is not None and app.runtime.model_name == "Gemma 3 270m", 60
+        )
         await pilot.pause()
         assert "no chat template" in str(app.screen.query_one("#notice").render())
 

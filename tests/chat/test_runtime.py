@@ -92,7 +92,9 @@ def test_stop_during_long_prompt_evaluation_returns_within_a_second(smollm):
 
 
 def test_context_full_stops_generation(smollm_small):
-    tokens = smollm_small.tokenize_chat([{"role": "user", "content": "Count from one to one thousand."}])
+    tokens = smollm_small.tokenize_chat(
+        [{"role": "user", "content": "Count from one to one thousand."}]
+    )
     out = "".join(smollm_small.stream(tokens, SamplingParams(temperature=0, max_tokens=0)))
     stats = smollm_small.last_stats
     assert out and stats.stop_reason in ("context", "eos")
@@ -123,7 +125,11 @@ def test_complex_script_streaming_has_no_broken_text(gemma, lang):
 def test_byte_tokens_are_decoded_whole(gemma):
     """Force raw byte tokens (<0xE1> …) through the decoder: no U+FFFD, whole characters."""
     model = gemma.llm._model
-    byte_token = {model.token_get_text(i): i for i in range(gemma.llm.n_vocab()) if model.token_get_text(i).startswith("<0x")}
+    byte_token = {
+        model.token_get_text(i): i
+        for i in range(gemma.llm.n_vocab())
+        if model.token_get_text(i).startswith("<0x")
+    }
     ids = [byte_token[f"<0x{b:02X}>"] for b in "ខ្ញុំ".encode()]
     assert b"".join(gemma.piece(i) for i in ids) == "ខ្ញុំ".encode()
     from seachat.app.text.stream import StreamText

@@ -23,7 +23,9 @@ def tiny_ctx(smollm2_gguf) -> Runtime:
 
 def new_session(tmp_path: Path, rt: Runtime, **settings) -> ChatSession:
     store = Store(tmp_path / "c.db")
-    conv = store.create_conversation(settings=ChatSettings(**settings).to_dict(), system_prompt=settings.get("system_prompt", ""))
+    conv = store.create_conversation(
+        settings=ChatSettings(**settings).to_dict(), system_prompt=settings.get("system_prompt", "")
+    )
     return ChatSession(store, rt, conv)
 
 
@@ -58,7 +60,9 @@ def test_answer_is_committed_and_drafts_are_saved_while_streaming(tmp_path, smol
     seen_in_db: list[str] = []
 
     def on_text(piece: str) -> None:
-        (row,) = [m for m in Store(tmp_path / "c.db").messages(s.conversation.id) if m.id == answer.id]
+        (row,) = [
+            m for m in Store(tmp_path / "c.db").messages(s.conversation.id) if m.id == answer.id
+        ]
         seen_in_db.append(row.status)
 
     result = s.generate(answer, on_text)

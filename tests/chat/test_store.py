@@ -72,7 +72,13 @@ def test_messages_survive_reopen_and_streaming_rows_become_interrupted(tmp_path:
 
 def test_search_finds_every_script_in_titles_and_messages(tmp_path: Path):
     s = Store(tmp_path / "c.db")
-    for title, body in [("Thai", THAI), ("Khmer", KHMER), ("Lao", LAO), ("Burmese", BURMESE), (ARABIC[:12], ARABIC)]:
+    for title, body in [
+        ("Thai", THAI),
+        ("Khmer", KHMER),
+        ("Lao", LAO),
+        ("Burmese", BURMESE),
+        (ARABIC[:12], ARABIC),
+    ]:
         conv = s.create_conversation(title)
         s.add_message(conv.id, "user", body)
     assert [c.title for c in s.list_conversations("ทะเล")] == ["Thai"]

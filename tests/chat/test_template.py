@@ -29,7 +29,10 @@ def test_immutable_sandbox_refuses_mutation():
 def test_fallback_is_chosen_by_architecture_and_vocabulary():
     none = lambda _t: False  # noqa: E731
     assert choose_template(None, "gemma3", "<bos>", "<eos>", none).origin == "fallback:Gemma"
-    assert choose_template("", "llama", "", "", lambda t: t == "<|im_start|>").origin == "fallback:ChatML"
+    assert (
+        choose_template("", "llama", "", "", lambda t: t == "<|im_start|>").origin
+        == "fallback:ChatML"
+    )
     plain = choose_template(None, "llama", "", "", none)
     assert plain.origin == "fallback:plain transcript" and plain.stop_strings
     assert plain.notice and "no chat template" in plain.notice
