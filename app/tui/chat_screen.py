@@ -38,6 +38,8 @@ class ChatScreen(Screen):
         Binding("f3,ctrl+t", "app.pick_model", "Model", priority=True),
         Binding("f4,ctrl+s", "app.settings", "Settings", priority=True),
         Binding("f1", "app.help", "Help", priority=True),
+        Binding("pageup", "scroll_messages(-1)", "Scroll up", show=False, priority=True),
+        Binding("pagedown", "scroll_messages(1)", "Scroll down", show=False, priority=True),
     ]
 
     def __init__(self) -> None:
@@ -120,7 +122,9 @@ class ChatScreen(Screen):
             self.pending_settings = session.settings
         else:
             self.pending_settings = ChatSettings()
-        container.scroll_end(animate=False)
+        # Anchored: stays at the newest message while Markdown lays out and answers stream
+        # in, until the user scrolls up (scrolling back down re-anchors).
+        container.anchor()
         self.show_notice(self.app.template_notice())  # type: ignore[attr-defined]
         self.refresh_status()
 
@@ -171,7 +175,7 @@ class ChatScreen(Screen):
         view.start_stream()
         self.streaming_view = view
         self._flush_timer.resume()
-        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+        self.query_one("#messages", VerticalScroll).anchor()
         self.status().set(state="thinking…", speed="", prompt_speed="")
         self._worker = self._generate(session, answer, view)
 
@@ -200,9 +204,6 @@ class ChatScreen(Screen):
             if rt is not None:
                 st = rt.last_stats
                 self.status().set(context=f"ctx {st.prompt_tokens + st.gen_tokens}/{rt.n_ctx}")
-            container = self.query_one("#messages", VerticalScroll)
-            if container.max_scroll_y - container.scroll_y <= 3:
-                container.scroll_end(animate=False)
 
     async def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self._worker or event.state not in (
@@ -236,10 +237,16 @@ class ChatScreen(Screen):
                     severity="warning",
                 )
         self.refresh_status()
-        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
         self.post_message(GenerationFinished())
 
     # -- actions ------------------------------------------------------------------------
+    def action_scroll_messages(self, direction: int) -> None:
+        container = self.query_one("#messages", VerticalScroll)
+        if direction < 0:
+            container.scroll_page_up(animate=False)
+        else:
+            container.scroll_page_down(animate=False)
+
     def action_stop(self) -> None:
         if self.generating and self.session is not None:
             self.session.stop()

@@ -72,6 +72,7 @@ HELP_KEYS: list[tuple[str, str]] = [
     ("Up (in an empty input)", "edit your last message and send it again"),
     ("Ctrl+Y", "copy the last answer"),
     ("Tab / Shift+Tab", "move between messages and the input"),
+    ("PageUp / PageDown", "scroll the conversation"),
     ("c · e · r on a message", "copy · edit and resend · regenerate"),
     (
         "Ctrl+Z / Ctrl+A / Ctrl+E / Ctrl+K",

@@ -188,7 +188,7 @@ async def test_streaming_in_every_script_never_shows_broken_text(
     async with app.run_test(size=SIZE) as pilot:
         await wait_model(pilot)
         assert "no chat template" in str(app.screen.query_one("#notice").render())
-        chat(app).pending_settings = ChatSettings(temperature=0.8, seed=11, max_tokens=48)
+        chat(app).pending_settings = ChatSettings(temperature=0.8, seed=11, max_tokens=32)
         original_flush = MessageView.flush
 
         async def spying_flush(view: MessageView) -> bool:

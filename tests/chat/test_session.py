@@ -91,9 +91,9 @@ def test_stopped_answer_is_kept_and_marked(tmp_path, smollm):
 
 def test_regenerate_and_edit_truncate_the_history(tmp_path, smollm):
     s = new_session(tmp_path, smollm, temperature=0.0, max_tokens=8)
-    first = s.add_user_message(THAI)
+    first = s.add_user_message(THAI[:16])
     s.generate(s.begin_answer(), lambda _t: None)
-    s.add_user_message(KHMER)
+    s.add_user_message(KHMER[:12])
     s.generate(s.begin_answer(), lambda _t: None)
     assert len(s.messages) == 4
     assert s.prepare_regenerate()
