@@ -221,6 +221,8 @@ class Runtime:
         )
         self._abort_cb = None
         self._lock = threading.Lock()
+        self._closed = False
+        self._active_stop: threading.Event | None = None
         self.last_stats = GenerationStats()
 
     # -- tokens ---------------------------------------------------------------------------
@@ -315,7 +317,14 @@ class Runtime:
         """
         stop = stop or threading.Event()
         with self._lock:
-            yield from self._stream_locked(list(tokens), params, stop)
+            if self._closed:
+                self.last_stats = GenerationStats(prompt_tokens=len(tokens), stop_reason="stopped")
+                return
+            self._active_stop = stop
+            try:
+                yield from self._stream_locked(list(tokens), params, stop)
+            finally:
+                self._active_stop = None
 
     def _stream_locked(
         self, tokens: list[int], params: SamplingParams, stop: threading.Event
@@ -403,9 +412,21 @@ class Runtime:
                 yield tail
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            llm.close()
+        """Free the model; a generation in progress is stopped and waited for first.
+
+        Freeing llama.cpp under a running decode crashes the process, and the app can be
+        closed at any moment (window closed, Ctrl+Q, an error), so this is the one way out.
+        """
+        active = self._active_stop
+        if active is not None:
+            active.set()  # also trips the abort callback during a long prompt
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            llm = getattr(self, "llm", None)
+            if llm is not None:
+                llm.close()
 
 
 def _check_stops(text: str, stops: Sequence[str]) -> tuple[int, bool]:

@@ -182,9 +182,14 @@ class ChatScreen(Screen):
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _generate(self, session: ChatSession, answer: Message, view: MessageView) -> TurnResult:
         def prompt_ready(n_tokens: int, dropped: int) -> None:
-            self.app.call_from_thread(self._prompt_ready, n_tokens, dropped)
+            # post_message is thread-safe and never waits for the UI (call_from_thread would,
+            # and could deadlock with a UI thread that is closing the model).
+            self.post_message(PromptReady(n_tokens, dropped))
 
         return session.generate(answer, view.push, prompt_ready)
+
+    def on_prompt_ready(self, event: PromptReady) -> None:
+        self._prompt_ready(event.n_tokens, event.dropped)
 
     def _prompt_ready(self, n_tokens: int, dropped: int) -> None:
         self.status().set(state=f"reading {n_tokens} tokens…")
@@ -340,6 +345,15 @@ class ChatScreen(Screen):
         for view in list(self.query(MessageView)):
             if view.message.position >= position:
                 await view.remove()
+
+
+class PromptReady(TextualMessage):
+    """The prompt is built (n_tokens long, dropped old messages left out); evaluation starts."""
+
+    def __init__(self, n_tokens: int, dropped: int) -> None:
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.dropped = dropped
 
 
 class GenerationFinished(TextualMessage):

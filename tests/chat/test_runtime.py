@@ -148,3 +148,25 @@ def test_bad_gguf_gives_one_line_error(tmp_path: Path):
     assert "\n" not in str(exc.value) and str(bad) in str(exc.value)
     with pytest.raises(UserError, match="no such model"):
         Runtime(tmp_path / "missing.gguf")
+
+
+def test_close_during_generation_stops_it_first(smollm2_gguf):
+    """Quitting mid-answer must not free llama.cpp under a running decode (a segfault)."""
+    rt = Runtime(smollm2_gguf, n_ctx=512, n_threads=2)
+    tokens = rt.tokenize_chat([{"role": "user", "content": "Write a long story about a boat."}])
+    pieces: list[str] = []
+    started = threading.Event()
+
+    def run():
+        for piece in rt.stream(tokens, SamplingParams(temperature=0, max_tokens=400)):
+            pieces.append(piece)
+            started.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert started.wait(60)
+    rt.close()  # from another thread, as the UI does on exit
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert rt.last_stats.stop_reason == "stopped" and pieces
+    assert list(rt.stream(tokens, SamplingParams(max_tokens=5))) == []  # closed: nothing runs
