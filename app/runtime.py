@@ -13,6 +13,7 @@ import ctypes
 import os
 import random
 import threading
+import unicodedata
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from time import perf_counter
 from seachat.app.chat_template import ChatTemplate, TemplateError, choose_template
 from seachat.app.errors import UserError
 from seachat.app.text.stream import StreamText
+from seachat.convert.metadata_keys import NORMALIZER_KEY
 
 DEFAULT_CTX = 4096
 
@@ -210,6 +212,9 @@ class Runtime:
             name if offloaded else "CPU", gpu, offloaded, total_layers, threads, sysinfo
         )
         self.model_name = self.info.name
+        # Unicode normalization the original tokenizer applied (recorded by seachat convert);
+        # llama.cpp cannot, so user text is normalized here before it is tokenized.
+        self.normalizer: str | None = meta.get(NORMALIZER_KEY) or None
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: dict[int, bool] = {}
         self.template: ChatTemplate = choose_template(
@@ -235,9 +240,14 @@ class Runtime:
         ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return len(ids) == 1
 
+    def _normalized(self, text: str) -> str:
+        return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
+
     def tokenize_text(self, text: str) -> list[int]:
         """Plain text: any control-token lookalikes stay text."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return self.llm.tokenize(
+            self._normalized(text).encode("utf-8"), add_bos=False, special=False
+        )
 
     def tokenize_chat(
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
@@ -249,9 +259,8 @@ class Runtime:
             raise UserError(f"{self.path}: {exc}") from exc
         tokens: list[int] = []
         for piece in pieces:
-            tokens += self.llm.tokenize(
-                piece.text.encode("utf-8"), add_bos=False, special=piece.special
-            )
+            text = piece.text if piece.special else self._normalized(piece.text)
+            tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=piece.special)
         bos = self.llm.token_bos()
         if self.llm._model.add_bos_token() and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
