@@ -14,17 +14,15 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message as TextualMessage
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from seachat.app.errors import UserError
 from seachat.app.session import ChatSession, ChatSettings, TurnResult
 from seachat.app.store import Message
+from seachat.app.tui.pacing import FlushPacer
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
-
-FLUSH_HZ = (
-    20  # text reaches the screen at most this often; each frame costs CPU the model could use
-)
 
 
 class ChatScreen(Screen):
@@ -61,7 +59,8 @@ class ChatScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#notice").display = False
         self.query_one("#editing-hint").display = False
-        self._flush_timer = self.set_interval(1 / FLUSH_HZ, self._flush, pause=True)
+        self._pacer = FlushPacer()
+        self._flush_timer: Timer | None = None
         self.query_one(ChatInput).focus()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -174,7 +173,7 @@ class ChatScreen(Screen):
         await self.query_one("#messages").mount(view)
         view.start_stream()
         self.streaming_view = view
-        self._flush_timer.resume()
+        self._schedule_flush(self._pacer.start())
         self.query_one("#messages", VerticalScroll).anchor()
         self.status().set(state="thinking…", speed="", prompt_speed="")
         self._worker = self._generate(session, answer, view)
@@ -199,6 +198,22 @@ class ChatScreen(Screen):
                 f"the {dropped} oldest message(s) were left out of what the model sees."
             )
 
+    def _schedule_flush(self, delay: float) -> None:
+        self._flush_timer = self.set_timer(delay, self._paced_flush)
+
+    def _cancel_flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+
+    async def _paced_flush(self) -> None:
+        self._flush_timer = None
+        if self.streaming_view is None:
+            return
+        await self._flush()
+        if self.streaming_view is not None:
+            self._schedule_flush(self._pacer.next_interval())
+
     async def _flush(self) -> None:
         view = self.streaming_view
         if view is None:
@@ -218,7 +233,7 @@ class ChatScreen(Screen):
         ):
             return
         view = self.streaming_view
-        self._flush_timer.pause()
+        self._cancel_flush()
         if view is not None and view.is_attached:
             await view.end_stream()
             # The stored text is the truth (the last held-back cluster arrives at the end).

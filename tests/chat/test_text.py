@@ -125,3 +125,21 @@ def test_stream_text_property_includes_the_held_back_tail():
     stream.feed("กขค".encode())
     assert stream.shown == "กข"
     assert stream.text == "กขค"
+
+
+def test_flush_pacer_keeps_ui_cpu_within_budget() -> None:
+    """Updates are spaced so the UI's CPU share stays under the budget, within bounds."""
+    from seachat.app.tui.pacing import FlushPacer
+
+    now = [0.0]
+    pacer = FlushPacer(budget=0.02, min_interval=0.05, max_interval=0.5, clock=lambda: now[0])
+    assert pacer.start() == 0.05
+    now[0] += 0.0005  # a cheap update: 0.5 ms of CPU → full speed
+    assert pacer.next_interval() == 0.05
+    pacer.start()
+    for _ in range(20):  # each update costs 4 ms of UI CPU
+        now[0] += 0.004
+        interval = pacer.next_interval()
+    assert abs(interval - 0.004 / 0.02) < 1e-6  # 0.2 s apart: 4 ms per 200 ms = 2 %
+    now[0] += 0.05  # a pathological 50 ms frame never stops text for more than 0.5 s
+    assert pacer.next_interval() == 0.5

@@ -32,9 +32,13 @@ def test_runtime_normalizes_like_the_original(tiny_dir, tmp_path) -> None:
             decomposed = unicodedata.normalize("NFD", text)
             expected = reference.encode(decomposed, add_special_tokens=False).ids
             assert rt.tokenize_text(decomposed) == expected
-            assert rt.tokenize_text(decomposed) == rt.tokenize_text(unicodedata.normalize("NFC", text))
+            assert rt.tokenize_text(decomposed) == rt.tokenize_text(
+                unicodedata.normalize("NFC", text)
+            )
         # chat prompts too: the user's content is normalized, the template's tokens untouched
-        prompt = rt.tokenize_chat([{"role": "user", "content": unicodedata.normalize("NFD", TEXTS[0])}])
+        prompt = rt.tokenize_chat(
+            [{"role": "user", "content": unicodedata.normalize("NFD", TEXTS[0])}]
+        )
         nfc_prompt = rt.tokenize_chat([{"role": "user", "content": TEXTS[0]}])
         assert prompt == nfc_prompt
     finally:
