@@ -25,12 +25,19 @@ class ChatInput(TextArea):
     hanging on the previous letter. Here every step lands on a cluster boundary.
     """
 
+    # Shown in the footer; the keys themselves are handled in `_on_key`, in order with the
+    # typed text. (As priority bindings they ran at the App level ahead of characters still
+    # queued for this widget, so a fast typist's or a paste's last letters missed the send.)
     BINDINGS = [
-        Binding("enter", "submit", "Send", show=True, priority=True),
-        Binding("ctrl+j", "newline", "New line", show=False, priority=True),
-        Binding("shift+enter", "newline", "New line", show=False, priority=True),
-        Binding("alt+enter", "newline", "New line", show=False, priority=True),
+        Binding("enter", "submit", "Send", show=True),
+        Binding("ctrl+j", "newline", "New line", show=False),
     ]
+    _KEY_ACTIONS = {
+        "enter": "submit",
+        "ctrl+j": "newline",
+        "shift+enter": "newline",
+        "alt+enter": "newline",
+    }
 
     class EditLast(TextualMessage):
         """Up in an empty input: edit the last message (as in Slack or a shell)."""
@@ -92,6 +99,12 @@ class ChatInput(TextArea):
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "escape":  # let the screen stop generation / cancel an edit
+            return
+        action = self._KEY_ACTIONS.get(event.key)
+        if action is not None:
+            event.stop()
+            event.prevent_default()
+            getattr(self, f"action_{action}")()
             return
         await super()._on_key(event)
 

@@ -321,3 +321,34 @@ async def test_theme_choice_is_remembered(seachat_home: Path):
     async with again.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert again.theme == chosen
+
+
+async def test_enter_right_after_fast_typing_sends_every_letter(
+    seachat_home: Path, smollm2_gguf: Path
+):
+    """Keys arrive from the terminal faster than the input processes them (a paste, a fast
+    typist, a loaded machine): Enter must not overtake the letters queued before it."""
+    from textual import events
+
+    app = make_app(seachat_home, smollm2_gguf)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_model(pilot)
+        chat(app).pending_settings = ChatSettings(temperature=0.0, max_tokens=4)
+        box = app.screen.query_one(ChatInput)
+        box.focus()
+        await pilot.pause()
+        text = THAI + " " + KHMER
+        keys = [events.Key(ch if ch != " " else "space", ch) for ch in text]
+        keys.append(events.Key("enter", "\r"))
+        for key in keys:  # as the terminal driver delivers them, without waiting in between
+            key.set_sender(app)
+            app._driver.send_message(key)
+        await wait_for(
+            pilot,
+            lambda: chat(app).session is not None and chat(app).session.messages,
+            10,
+            "the send",
+        )
+        await wait_answer(pilot)
+        assert chat(app).session.messages[0].content == text
+        assert box.text == ""
