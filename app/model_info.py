@@ -13,10 +13,7 @@ import psutil
 from gguf import LlamaFileType
 
 from seachat.convert.gguf_meta import GGUFFormatError, GGUFHeader, read_gguf_header
-
-# GGUF metadata keys written by seachat's converter and quantizer.
-PROFILE_KEY = "seachat.quant.profile"
-QUALITY_KEY = "seachat.quant.quality_summary"
+from seachat.convert.metadata_keys import PROFILE_KEY
 
 # llama.cpp needs the weights plus a KV cache and compute buffers; this is the context we plan
 # for when saying whether a model "fits" (the chat default).

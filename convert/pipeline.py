@@ -21,6 +21,7 @@ from seachat.convert.architectures import ArchSpec, find_architecture
 from seachat.convert.errors import ConvertError
 from seachat.convert.gguf_output import ProgressFn, write_gguf
 from seachat.convert.llama_vocab import LlamaVocab
+from seachat.convert.metadata_keys import NORMALIZER_KEY
 from seachat.convert.probe_text import ALL_PROBES
 from seachat.convert.reference_worker import ReferenceJob
 from seachat.convert.safetensors_reader import SafetensorsCheckpoint
@@ -34,10 +35,6 @@ from seachat.convert.tokenizer_parity import (
     reference_ids,
 )
 from seachat.convert.vocab import Vocab, load_vocab
-
-# GGUF metadata keys of seachat's own.
-NORMALIZER_KEY = "seachat.tokenizer.normalizer"
-PARITY_KEY = "seachat.convert.tokenizer_parity"
 
 
 @dataclass

@@ -67,5 +67,7 @@ def test_bf16_to_f16_matches_torch_rounding() -> None:
     ours = _bf16_to_f16(raw).reshape(-1)
     expected = bf.float().numpy().astype(np.float16)
     np.testing.assert_array_equal(ours.view(np.uint16), expected.view(np.uint16))
-    nan = torch.tensor([float("nan")], dtype=torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    nan = (
+        torch.tensor([float("nan")], dtype=torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    )
     assert np.isnan(_bf16_to_f16(nan.reshape(1, 1))).all()
