@@ -43,6 +43,29 @@ def _human(n: float) -> str:
     is_flag=True,
     help="Also compare llama.cpp's logits with a transformers forward pass (needs seachat[verify]).",
 )
+@click.option(
+    "--profile",
+    "-p",
+    help="Quantize with this profile (shipped name such as sea-q4, or a .toml file); "
+    "--outtype is then the verified intermediate's type. See `seachat profiles`.",
+)
+@click.option(
+    "--imatrix",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --profile: reuse this importance matrix (GGUF or legacy .dat).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, path_type=Path),
+    help="With --profile: calibration text (folder of <language>.txt or one file).",
+)
+@click.option(
+    "--eval-text",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With --profile: evaluation text folder (default: the shipped held-out text).",
+)
+@click.option("--no-eval", is_flag=True, help="With --profile: skip the per-language evaluation.")
+@click.option("--threads", "-t", type=int, help="With --profile: CPU threads.")
 def convert(
     src: str,
     out: Path | None,
@@ -53,6 +76,12 @@ def convert(
     revision: str | None,
     name: str | None,
     verify_logits: bool,
+    profile: str | None,
+    imatrix: Path | None,
+    calibration: Path | None,
+    eval_text: Path | None,
+    no_eval: bool,
+    threads: int | None,
 ) -> int:
     """Convert a Hugging Face checkpoint (local folder or Hub repo id) to GGUF.
 
@@ -67,6 +96,21 @@ def convert(
     console = Console(highlight=False)
     if out is None and not dry_run:
         raise click.UsageError("missing -o OUT.gguf (or use --dry-run)")
+    quant_options = (imatrix, calibration, eval_text, no_eval or None, threads)
+    if profile is None and any(o is not None for o in quant_options):
+        raise click.UsageError(
+            "--imatrix, --calibration, --eval-text, --no-eval and --threads need --profile"
+        )
+    if profile is not None:
+        if outtype == "q8_0":
+            raise click.UsageError("--profile quantizes from f32/f16/bf16; drop --outtype q8_0")
+        if verify_logits:
+            raise click.UsageError(
+                "--verify-logits checks an unquantized conversion; run it without --profile"
+            )
+        from seachat.convert.profiles import load_profile
+
+        load_profile(profile)  # a bad profile stops here, before any work
     prepared = pipeline.prepare(src, outtype, revision)
     plan = prepared.plan
     console.print(
@@ -107,6 +151,7 @@ def convert(
         allow_tokenizer_mismatch,
         revision,
         name,
+        _quantizer(profile, imatrix, calibration, eval_text, no_eval, threads, force),
     )
     _print_parity(console, result.parity)
     if verify_logits:
@@ -121,8 +166,38 @@ def convert(
     return 0
 
 
+def _quantizer(profile, imatrix, calibration, eval_text, no_eval, threads, force):
+    """`finalize` for the pipeline: quantize the verified intermediate into OUT with the
+    profile (imatrix, evaluation report beside OUT, summary in its metadata)."""
+    if profile is None:
+        return None
+
+    def finalize(verified: Path, out: Path) -> None:
+        from seachat.app.cmd_quant import StatusLine
+        from seachat.convert.quantize import quantize_with_profile
+
+        report = quantize_with_profile(
+            verified,
+            out,
+            profile,
+            imatrix=imatrix,
+            calibration=calibration,
+            eval_text=eval_text,
+            threads=threads,
+            progress=StatusLine(),
+            evaluate=not no_eval,
+            overwrite=force,
+        )
+        if report.evaluation is not None:
+            click.echo(report.evaluation.table())
+        for line in report.summary_lines():
+            click.echo(line)
+
+    return finalize
+
+
 def _convert_with_progress(
-    console, pipeline, src, out, outtype, prepared, force, allow, revision, name
+    console, pipeline, src, out, outtype, prepared, force, allow, revision, name, finalize
 ):
     from rich.progress import (
         BarColumn,
@@ -142,6 +217,11 @@ def _convert_with_progress(
         transient=True,
     ) as bar:
         task = bar.add_task("writing", total=prepared.plan.total_bytes)
+
+        def after_bar(verified: Path, final: Path) -> None:
+            bar.stop()  # the quantizer prints its own status lines
+            finalize(verified, final)
+
         return pipeline.convert(
             src,
             out,
@@ -152,6 +232,7 @@ def _convert_with_progress(
             name=name,
             progress=lambda n: bar.advance(task, n),
             prepared=prepared,
+            finalize=after_bar if finalize else None,
         )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 
-class _Status:
+class StatusLine:
     """One updating status line on stderr (plain lines when stderr is not a terminal)."""
 
     def __init__(self) -> None:
@@ -132,7 +132,7 @@ def quantize(
         calibration=_path(calibration),
         eval_text=_path(eval_text),
         threads=threads,
-        progress=_Status(),
+        progress=StatusLine(),
         evaluate=not no_eval,
         eval_max_tokens=eval_tokens,
         save_imatrix=_path(save_imatrix),
@@ -279,7 +279,7 @@ def evaluate(
 
     langs = [x.strip() for x in languages.split(",")] if languages else None
     texts = read_eval_texts(text_dir, langs)
-    progress = _Status()
+    progress = StatusLine()
     reports = evaluate_models(
         reference,
         list(models),
@@ -370,7 +370,7 @@ def imatrix(
     from seachat.convert.llama_lowlevel import Model
     from seachat.convert.profiles import load_profile
 
-    progress = _Status()
+    progress = StatusLine()
     prof = load_profile(profile)
     cal = prof.calibration
     n_ctx = chunk or (cal.chunk_size if cal else 512)
@@ -530,7 +530,7 @@ def tune(
     base_prof = load_profile(base)
     output = output or Path(f"{name}.toml")
     measurements = measurements or output.with_suffix(".json")
-    progress = _Status()
+    progress = StatusLine()
     im, im_info = obtain_imatrix(
         model,
         base_prof,

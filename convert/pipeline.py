@@ -160,8 +160,9 @@ def convert(
     prepared: Prepared | None = None,
     finalize: Callable[[Path, Path], None] | None = None,
 ) -> ConvertResult:
-    """Convert `src` to `out`. `finalize(tmp, out)` replaces the default rename (the quantizer
-    uses it to turn the verified F16/F32 file into the final quantized one)."""
+    """Convert `src` to `out`. `finalize(tmp, out)` replaces the default rename: the quantizer
+    uses it to turn the verified F16/F32 file into the final quantized one, and the verified
+    intermediate is deleted afterwards whatever happens."""
     check_output_path(out, force)
     prepared = prepared or prepare(src, outtype, revision)
     tmp: Path | None = None
@@ -178,7 +179,7 @@ def convert(
             finalize(tmp, out)
         else:
             os.replace(tmp, out)
-        tmp = None
+            tmp = None
         return ConvertResult(prepared, out, report)
     finally:
         job.cancel()

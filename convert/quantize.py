@@ -32,13 +32,10 @@ from seachat.convert.atomic_files import temp_beside
 from seachat.convert.errors import ConvertError
 from seachat.convert.gguf_meta import GGUFFormatError, read_gguf_header
 from seachat.convert.imatrix import Imatrix
+from seachat.convert.metadata_keys import PROFILE_KEY, QUALITY_KEY
 from seachat.convert.plan import QuantPlan, check_written, plan_for_header
 from seachat.convert.profiles import Profile, load_profile
 
-# Mirrors seachat.app.model_info.PROFILE_KEY / QUALITY_KEY (kept equal by a test): the
-# converter must not import the app half.
-PROFILE_KEY = "seachat.quant.profile"
-QUALITY_KEY = "seachat.quant.quality_summary"
 IMATRIX_KEYS = (
     "quantize.imatrix.file",
     "quantize.imatrix.dataset",
