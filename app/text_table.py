@@ -1,9 +1,10 @@
 """Plain-text tables whose columns line up for Thai, Khmer, Lao, Burmese, Arabic and CJK.
 
 `len()` counts code points, but a Khmer cluster with a subscript consonant is one cell on
-screen and a CJK character two. Widths and clipping go through rich's grapheme-aware cell
-functions (rich ships with Textual, and it is what the chat UI measures with), so a clipped
-name never ends in half a cluster and the columns after it stay aligned.
+screen, a Khmer vowel sign that Rich counts as zero cells takes one in the terminal, and a CJK
+character two. Widths and clipping go through rich's cell functions with the chat UI's
+terminal-width correction installed (seachat.app.text.width), so a clipped name never ends in
+half a cluster and the columns after it line up on screen.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.cells import cell_len, set_cell_size
+
+from seachat.app.text.width import install as _install_terminal_widths
+
+_install_terminal_widths()
 
 
 def clip(text: str, width: int) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import locale
 import unicodedata
 
 import pytest
@@ -13,18 +11,11 @@ from rich.text import Text
 
 from seachat.app.text import segment, width, wrap
 from seachat.app.text.stream import StreamText
+from tests.fixtures.terminal_width import glibc_width
 
 from .scripts import ALL, ARABIC, BURMESE, EMOJI, KHMER, LAO, THAI
 
 wrap.install()
-
-
-def glibc_width(text: str) -> int:
-    """What a wcwidth-following terminal (tmux, VTE, xterm) gives `text`."""
-    locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
-    libc = ctypes.CDLL("libc.so.6")
-    libc.wcswidth.argtypes = [ctypes.c_wchar_p, ctypes.c_size_t]
-    return libc.wcswidth(text, len(text))
 
 
 def test_clusters_keep_marks_with_their_base():

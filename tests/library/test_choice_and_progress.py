@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 
 import pytest
-from rich.cells import cell_len
 from seachat_libtest import ARABIC_NAME, BURMESE_NAME, KHMER_NAME, LAO_NAME, THAI_NAME
 
 from seachat.app.errors import UserError
 from seachat.app.hub_repo import Ambiguous, PullSpec, RepoGGUF, choose, parse_spec, split_parts
 from seachat.app.progress import TransferProgress
 from seachat.app.text_table import clip, render
+from tests.fixtures.terminal_width import glibc_width
 
 
 @pytest.mark.parametrize(
@@ -127,18 +127,18 @@ def test_table_columns_align_for_complex_scripts():
     table = render(["NAME", "SIZE"], [[n, "1.0 GiB"] for n in names], right=[False, True])
     lines = table.splitlines()
     # Every row ends at the same screen column, whatever the script.
-    assert len({cell_len(line) for line in lines}) == 1, [cell_len(x) for x in lines]
+    assert len({glibc_width(line) for line in lines}) == 1, [glibc_width(x) for x in lines]
     for name, line in zip(names, lines[1:], strict=True):
         assert line.startswith(name)
 
 
 def test_clip_keeps_whole_clusters():
     clipped = clip(KHMER_NAME, 5)
-    assert clipped.endswith("…") and cell_len(clipped) <= 5
+    assert clipped.endswith("…") and glibc_width(clipped) <= 5
     # Khmer coeng (U+17D2) joins two consonants: never cut between them.
     assert not clipped[:-1].endswith("\u17d2")
     clipped = clip(BURMESE_NAME, 6)
-    assert cell_len(clipped) <= 6 and not clipped[:-1].endswith("\u1039")
+    assert glibc_width(clipped) <= 6 and not clipped[:-1].endswith("\u1039")
 
 
 def test_messages_do_not_tear_the_progress_line():

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from rich.cells import cell_len
 from seachat_fakehub import FakeHub, Faults
 from seachat_libtest import (
     ARABIC_NAME,
@@ -21,6 +20,8 @@ from seachat_libtest import (
     THAI_NAME,
     write_gguf,
 )
+
+from tests.fixtures.terminal_width import glibc_width
 
 NAMES = {
     "thai-sea-q4.gguf": (THAI_NAME, ["th"], "sea-q4"),
@@ -81,7 +82,7 @@ def test_models_lists_every_file_with_its_facts(seachat, library: Path):
     assert "th, km, lo, my, vi +5" in rows["sea-all.gguf"]
     assert "no, needs" in rows["huge-kv.gguf"]
     # Columns line up on screen whatever the script: FILE starts at one screen column.
-    starts = {cell_len(line[: line.index(file)]) for file, line in rows.items()}
+    starts = {glibc_width(line[: line.index(file)]) for file, line in rows.items()}
     assert len(starts) == 1, starts
     # Broken files are shown, with why, and never hide the rest.
     assert "broken.gguf  broken: not a GGUF file (bad magic)" in out
