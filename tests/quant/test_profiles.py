@@ -186,6 +186,40 @@ def test_ggml_type_ids_match_llama_cpp():
         assert getattr(llama_cpp, f"GGML_TYPE_{t.name.upper()}") == t.id, t.name
 
 
+# ---------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"default_type": "q4_z"}, "unknown ggml type 'q4_z'"),
+        ({"default_type": "f16"}, "not a quantized type"),
+        ({"output_type": 7}, "output_type must be a type name"),
+        ({"rules": [{"pattern": "attn_(q", "type": "q5_0"}]}, "not a valid regular expression"),
+        ({"rules": [{"kind": "attn_v", "layers": "7-3", "type": "q6_k"}]}, "backwards"),
+        (
+            {"rules": [{"kind": "attn_v", "layers": "2/3-1/3", "type": "q6_k"}]},
+            "0 <= start < end <= 1",
+        ),
+        ({"rules": [{"kind": "attn_v", "layers": "middle", "type": "q6_k"}]}, "not understood"),
+        ({"rules": [{"kind": "attn_vv", "type": "q6_k"}]}, "unknown kind 'attn_vv'"),
+        ({"rules": [{"kind": "attn_v"}]}, "missing 'type'"),
+        ({"rules": [{"type": "q6_k"}]}, "at least one of kind, pattern or layers"),
+        ({"rules": [{"kind": "attn_v", "type": "q6_k", "colour": "red"}]}, "unknown key(s) colour"),
+        ({"fallbacks": {"q4_k": "q5_k"}}, "smaller block"),
+        ({"rules": [{"kind": "ffn_up", "type": "iq2_xs"}]}, "need an importance matrix"),
+        ({"target_bpw": 0}, "target_bpw"),
+        ({"file_type": "F16"}, "quantized llama.cpp file type"),
+        ({"file_type": "Q9_Z"}, "not a llama.cpp file type"),
+        (
+            {"imatrix": False, "calibration": {"mix": {"tha_Thai": 1}}},
+            "only used with imatrix = true",
+        ),
+        ({"imatrix": True, "calibration": {"mix": {}}}, "non-empty [calibration.mix]"),
+        ({"imatrix": True, "calibration": {"mix": {"tha_Thai": 1}, "chunk_size": 8}}, "chunk_size"),
+        ({"colour": "red"}, "unknown key(s) colour"),
+    ],
+)
 def test_invalid_profiles_are_rejected_with_one_line(extra, message):
     with pytest.raises(ConvertError) as info:
         profile_from_dict({**BASE, **extra}, "bad.toml")

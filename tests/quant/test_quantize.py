@@ -19,9 +19,10 @@ from seachat.convert.gguf_meta import read_gguf_header
 from seachat.convert.imatrix import compute_imatrix
 from seachat.convert.imatrix_gguf import read_imatrix, write_imatrix
 from seachat.convert.llama_quantizer import run_llama_quantize
+from seachat.convert.metadata_keys import PROFILE_KEY, QUALITY_KEY
 from seachat.convert.plan import plan_for_header
 from seachat.convert.profiles import load_profile
-from seachat.convert.quantize import PROFILE_KEY, QUALITY_KEY, quantize_with_profile
+from seachat.convert.quantize import quantize_with_profile
 
 STOCK = ("q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0")
 
