@@ -15,6 +15,7 @@ when the GGUF has one, so the chat-format control tokens get activations too.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,14 @@ def read_text_sources(path: str | Path | None) -> dict[str, str]:
         files = [path]
     else:
         raise ConvertError(f"{path}: no such calibration file or directory")
+    out = read_language_files(files)
+    if not out:
+        raise ConvertError(f"{path}: the calibration text is empty")
+    return out
+
+
+def read_language_files(files: Sequence[Path]) -> dict[str, str]:
+    """language (file stem) -> text, for the files that hold any; one-line error on bad UTF-8."""
     out: dict[str, str] = {}
     for f in files:
         try:
@@ -52,8 +61,6 @@ def read_text_sources(path: str | Path | None) -> dict[str, str]:
             raise ConvertError(f"{f}: not UTF-8 text; save it as UTF-8") from None
         if text.strip():
             out[f.stem] = text
-    if not out:
-        raise ConvertError(f"{path}: the calibration text is empty")
     return out
 
 

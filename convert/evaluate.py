@@ -123,7 +123,7 @@ def read_eval_texts(
 ) -> dict[str, str]:
     """language -> text from a directory of <language>.txt files (None: the shipped held-out
     evaluation text)."""
-    from seachat.convert.calibration import shipped_eval_dir
+    from seachat.convert.calibration import read_language_files, shipped_eval_dir
 
     path = Path(path) if path is not None else shipped_eval_dir()
     if path.is_file():
@@ -140,14 +140,7 @@ def read_eval_texts(
         missing = wanted - {f.stem for f in files}
         if missing:
             raise ConvertError(f"{path}: no text for {', '.join(sorted(missing))}")
-    texts = {}
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConvertError(f"{f}: not UTF-8 text; save it as UTF-8") from None
-        if text.strip():
-            texts[f.stem] = text
+    texts = read_language_files(files)
     if not texts:
         raise ConvertError(f"{path}: no non-empty .txt files to evaluate on")
     return texts
