@@ -151,7 +151,9 @@ def convert(
         allow_tokenizer_mismatch,
         revision,
         name,
-        _quantizer(profile, imatrix, calibration, eval_text, no_eval, threads, force),
+        _quantizer(
+            src, outtype.upper(), profile, imatrix, calibration, eval_text, no_eval, threads, force
+        ),
     )
     _print_parity(console, result.parity)
     if verify_logits:
@@ -166,7 +168,9 @@ def convert(
     return 0
 
 
-def _quantizer(profile, imatrix, calibration, eval_text, no_eval, threads, force):
+def _quantizer(
+    source, verified_type, profile, imatrix, calibration, eval_text, no_eval, threads, force
+):
     """`finalize` for the pipeline: quantize the verified intermediate into OUT with the
     profile (imatrix, evaluation report beside OUT, summary in its metadata)."""
     if profile is None:
@@ -187,6 +191,7 @@ def _quantizer(profile, imatrix, calibration, eval_text, no_eval, threads, force
             progress=StatusLine(),
             evaluate=not no_eval,
             overwrite=force,
+            source_label=f"{source} (converted by seachat, {verified_type})",
         )
         if report.evaluation is not None:
             click.echo(report.evaluation.table())

@@ -211,10 +211,12 @@ def quantize_with_profile(
     allow_requantize: bool = False,
     overwrite: bool = False,
     n_gpu_layers: int = 0,
+    source_label: str | None = None,
 ) -> QuantizeReport:
     """Quantize src_gguf (F32/F16/BF16) into out_gguf with a profile (shipped name or TOML
     path). See the module docstring for the steps. Returns a QuantizeReport; raises
-    ConvertError (one line, naming the file and the fix) on bad input."""
+    ConvertError (one line, naming the file and the fix) on bad input. `source_label` names
+    the source in the report when src_gguf is a temporary file (`convert --profile`)."""
     from seachat.convert.gguf_kv_edit import set_metadata
     from seachat.convert.llama_quantizer import run_llama_quantize
 
@@ -354,6 +356,7 @@ def quantize_with_profile(
             src_type = sorted({t.source_type for t in plan.tensors if t.quantize})
             evaluation.settings["reference_type"] = "/".join(src_type).upper() or "reference"
             evaluation.model = str(out)
+            evaluation.reference = source_label or str(src)
             evaluation.text = (
                 Path(eval_text).name if eval_text else "seachat held-out evaluation text"
             )
@@ -392,7 +395,7 @@ def quantize_with_profile(
             {
                 "profile": prof.name,
                 "profile_summary": prof.summary,
-                "source": str(src),
+                "source": source_label or str(src),
                 "file_size": report.file_size,
                 "bits_per_weight": round(plan.bits_per_weight, 4),
                 "type_counts": plan.type_counts(),

@@ -48,6 +48,8 @@ def test_convert_with_a_profile_writes_the_quantized_file_and_its_report(tiny_di
     assert types - {GGMLQuantizationType.F32, GGMLQuantizationType.F16}, types
     report = json.loads((outdir / (out.name + ".eval.json")).read_text(encoding="utf-8"))
     assert "tha_Thai" in json.dumps(report, ensure_ascii=False)
+    # The report names the checkpoint, not the deleted intermediate.
+    assert report["source"] == report["reference"] == f"{src} (converted by seachat, F16)"
 
 
 def test_convert_rejects_a_bad_profile_before_any_work(tiny_dir, tmp_path):
