@@ -60,13 +60,26 @@ def no_blink(app) -> None:
 
 
 async def ready(pilot) -> None:
+    """Model loaded and the message list laid out and anchored at its end. On a loaded machine
+    the Markdown layout settles late, so wait for the scroll position to stop moving rather
+    than for a fixed time."""
     app = pilot.app
     deadline = time.monotonic() + 60
     while app.runtime is None and time.monotonic() < deadline:
         await pilot.pause(0.05)
-    await pilot.pause(0.3)
     box = app.screen.query_one("ChatInput")
     box.cursor_blink = False
+    messages = app.screen.query("#messages")
+    last = None
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        if not messages:
+            break
+        view = messages.first()
+        state = (view.scroll_y, view.max_scroll_y, view.virtual_size)
+        if state == last and view.scroll_y == view.max_scroll_y:
+            break
+        last = state
     await pilot.pause()
 
 
