@@ -67,6 +67,8 @@ async def app_turn(pilot, app, text: str) -> tuple[float, float, int, list[int]]
     box = screen.query_one(ChatInput)
     box.text = text
     box.move_cursor(box.document.end)
+    box.focus()  # Enter sends from the input, as when the user types
+    await pilot.pause()
     shown_at: list[float] = []
     original = MessageView.flush
 
@@ -78,11 +80,19 @@ async def app_turn(pilot, app, text: str) -> tuple[float, float, int, list[int]]
 
     MessageView.flush = timed_flush
     try:
+        before = len(screen.session.messages) if screen.session is not None else 0
         pressed = time.perf_counter()
+        # The pilot may return only once the (short) answer is complete, so wait for the turn's
+        # two messages rather than for generation to be seen starting.
         await pilot.press("enter")
-        while screen.streaming_view is None and not screen.generating:
-            await asyncio.sleep(0.001)
-        while screen.generating or screen.streaming_view is not None:
+        while (
+            screen.session is None
+            or len(screen.session.messages) < before + 2
+            or screen.generating
+            or screen.streaming_view is not None
+        ):
+            if time.perf_counter() - pressed > 300:
+                raise SystemExit("the app did not answer within 300 s of Enter")
             await asyncio.sleep(0.01)
     finally:
         MessageView.flush = original
@@ -111,6 +121,12 @@ async def run(model: Path, threads: int, max_tokens: int, rounds: int, n_ctx: in
                 await asyncio.sleep(0.05)
             screen = app.chat
             rt = app.runtime
+            # One unmeasured turn each way: the very first generation after loading reports
+            # timings unlike every later one (measured 2.4x the raw speed on SmolLM2).
+            await screen.load_session(None)
+            screen.pending_settings = ChatSettings(temperature=0.0, max_tokens=16, seed=0)
+            _, _, _, warm = await app_turn(pilot, app, TURNS[0])
+            raw_turn(rt, warm, 16)
             for r in range(rounds):
                 await screen.load_session(None)
                 screen.pending_settings = ChatSettings(
@@ -141,6 +157,12 @@ async def run(model: Path, threads: int, max_tokens: int, rounds: int, n_ctx: in
     return rows
 
 
+def paired_ratio(rows: list[dict]) -> float:
+    """Median of app/raw over turns measured back to back: each pair saw the same machine
+    state and prompt, so the ratio is not skewed by which prompts are long."""
+    return statistics.median(r["app_tps"] / r["raw_tps"] for r in rows)
+
+
 def table(rows: list[dict], model: Path, threads: int) -> str:
     out = [
         f"model: {model.name}   threads: {threads}   turns: {len(rows)}",
@@ -156,22 +178,26 @@ def table(rows: list[dict], model: Path, threads: int) -> str:
 
         out.append(
             f"| {i} | {sel[0]['prompt']} | {sel[0]['app_n']}/{sel[0]['raw_n']} | {med('app_tps'):.1f} | "
-            f"{med('raw_tps'):.1f} | {med('app_tps') / med('raw_tps'):.3f}x | {med('app_first') * 1000:.0f} ms | "
+            f"{med('raw_tps'):.1f} | {paired_ratio(sel):.3f}x | {med('app_first') * 1000:.0f} ms | "
             f"{med('raw_first') * 1000:.0f} ms |"
         )
     app_tps = statistics.median(r["app_tps"] for r in rows)
     raw_tps = statistics.median(r["raw_tps"] for r in rows)
     app_first = statistics.median(r["app_first"] for r in rows)
     raw_first = statistics.median(r["raw_first"] for r in rows)
+    ratio = paired_ratio(rows)
+    extra = statistics.median(r["app_first"] - r["raw_first"] for r in rows)
     out.append(
-        f"| all (median) | | | {app_tps:.1f} | {raw_tps:.1f} | {app_tps / raw_tps:.3f}x | "
+        f"| all (median) | | | {app_tps:.1f} | {raw_tps:.1f} | {ratio:.3f}x | "
         f"{app_first * 1000:.0f} ms | {raw_first * 1000:.0f} ms |"
     )
     out.append("")
-    out.append(f"generation speed through the app: {app_tps / raw_tps:.3f}x raw (goal >= 0.97x)")
+    out.append(
+        f"generation speed through the app: {ratio:.3f}x raw (median of paired turns; goal >= 0.97x)"
+    )
     out.append(
         f"Enter to first text: {app_first * 1000:.0f} ms vs raw prompt eval {raw_first * 1000:.0f} ms "
-        f"(+{(app_first - raw_first) * 1000:.0f} ms)"
+        f"(median of paired differences +{extra * 1000:.0f} ms)"
     )
     return "\n".join(out)
 

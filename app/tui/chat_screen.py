@@ -60,6 +60,7 @@ class ChatScreen(Screen):
         self.query_one("#notice").display = False
         self.query_one("#editing-hint").display = False
         self._pacer = FlushPacer()
+        self._awaiting_first_text = False
         self._flush_timer: Timer | None = None
         self.query_one(ChatInput).focus()
 
@@ -173,6 +174,7 @@ class ChatScreen(Screen):
         await self.query_one("#messages").mount(view)
         view.start_stream()
         self.streaming_view = view
+        self._awaiting_first_text = True
         self._schedule_flush(self._pacer.start())
         self.query_one("#messages", VerticalScroll).anchor()
         self.status().set(state="thinking…", speed="", prompt_speed="")
@@ -210,20 +212,30 @@ class ChatScreen(Screen):
         self._flush_timer = None
         if self.streaming_view is None:
             return
-        await self._flush()
-        if self.streaming_view is not None:
-            self._schedule_flush(self._pacer.next_interval())
+        changed = await self._flush()
+        if self.streaming_view is None:
+            return
+        if not changed and self._awaiting_first_text:
+            # Still in prompt evaluation: poll at the fastest rate so the first words appear
+            # as soon as they exist, and start measuring the UI's cost from the first update
+            # (mounting the new message is not a streaming cost).
+            self._schedule_flush(self._pacer.start())
+            return
+        self._awaiting_first_text = False
+        self._schedule_flush(self._pacer.next_interval())
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
         view = self.streaming_view
         if view is None:
-            return
-        if await view.flush():
-            self.status().set(state="answering…")
-            rt = self.app_runtime
-            if rt is not None:
-                st = rt.last_stats
-                self.status().set(context=f"ctx {st.prompt_tokens + st.gen_tokens}/{rt.n_ctx}")
+            return False
+        if not await view.flush():
+            return False
+        self.status().set(state="answering…")
+        rt = self.app_runtime
+        if rt is not None:
+            st = rt.last_stats
+            self.status().set(context=f"ctx {st.prompt_tokens + st.gen_tokens}/{rt.n_ctx}")
+        return True
 
     async def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self._worker or event.state not in (
