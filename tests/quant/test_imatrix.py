@@ -19,6 +19,7 @@ from seachat.convert.errors import ConvertError
 from seachat.convert.imatrix import Imatrix, ImatrixEntry, compute_imatrix, llama_imatrix_chunks
 from seachat.convert.imatrix_gguf import read_imatrix, write_imatrix
 from seachat.convert.llama_lowlevel import Model
+from tests.quant.conftest import CALIBRATION_LANGUAGES
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = (
@@ -176,22 +177,7 @@ def test_calibration_is_balanced_by_tokens_not_bytes(tiny_llama: Path):
 
 def test_shipped_calibration_covers_the_languages_and_chat(tiny_llama: Path):
     texts = read_text_sources(None)
-    for lang in (
-        "tha_Thai",
-        "khm_Khmr",
-        "lao_Laoo",
-        "mya_Mymr",
-        "vie_Latn",
-        "ind_Latn",
-        "zsm_Latn",
-        "tgl_Latn",
-        "tam_Taml",
-        "arb_Arab",
-        "zho_Hans",
-        "hin_Deva",
-        "eng_Latn",
-        "chat",
-    ):
+    for lang in CALIBRATION_LANGUAGES:
         assert lang in texts
     convs = parse_chat(texts["chat"])
     assert len(convs) >= 15 and all(

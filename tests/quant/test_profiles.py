@@ -22,6 +22,7 @@ from seachat.convert.profiles import (
     shipped_profile_paths,
     shipped_profiles,
 )
+from tests.quant.conftest import CALIBRATION_LANGUAGES
 
 BASE = {"name": "t", "summary": "test", "target_bpw": 5.0, "default_type": "q4_k"}
 
@@ -83,22 +84,7 @@ def test_sea_profiles_are_tuned_multilingual_imatrix_profiles():
             continue
         assert prof.imatrix and prof.calibration is not None
         mix = prof.calibration.mix
-        for lang in (
-            "tha_Thai",
-            "khm_Khmr",
-            "lao_Laoo",
-            "mya_Mymr",
-            "vie_Latn",
-            "ind_Latn",
-            "zsm_Latn",
-            "tgl_Latn",
-            "tam_Taml",
-            "arb_Arab",
-            "zho_Hans",
-            "hin_Deva",
-            "eng_Latn",
-            "chat",
-        ):
+        for lang in CALIBRATION_LANGUAGES:
             assert mix.get(lang, 0) > 0, f"{prof.name}: calibration mix lacks {lang}"
         for key in ("model", "text", "date", "budget", "measurements"):
             assert prof.tuned.get(key), f"{prof.name}: [tuned] lacks {key}"
