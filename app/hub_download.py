@@ -496,7 +496,9 @@ def _download_locked(
     total_retries = 0
     last_cp = offset
 
-    f = open(part, "r+b" if part.exists() else "w+b")  # noqa: SIM115 - closed in finally
+    # Unbuffered: `offset` counts only bytes the OS took, so when a write fails (disk full, file
+    # size limit) the checkpoint saved on the way out covers exactly what is in the file.
+    f = open(part, "r+b" if part.exists() else "w+b", buffering=0)  # noqa: SIM115 - closed in finally
 
     def save_checkpoint() -> None:
         nonlocal last_cp
@@ -552,10 +554,13 @@ def _download_locked(
                                 f"the Hub announced for {remote.repo_id}/{remote.filename}; "
                                 "nothing was installed — run the command again."
                             )
-                        f.write(chunk)
-                        hashes.update(chunk)
-                        offset += len(chunk)
-                        fetched += len(chunk)
+                        view = memoryview(chunk)
+                        while view:  # a raw write may take only part of the chunk
+                            n = f.write(view) or 0
+                            hashes.update(view[:n])
+                            offset += n
+                            fetched += n
+                            view = view[n:]
                         failures = 0
                         if progress is not None:
                             progress.update(len(chunk))
