@@ -40,6 +40,20 @@ def _path(p: str | None) -> Path | None:
     return Path(p) if p else None
 
 
+def llama_compute_options(command):
+    """--gpu-layers and --threads, the same for every command that runs the model."""
+    command = click.option(
+        "--threads", "-t", type=int, help="CPU threads (default: all available, at most 8)."
+    )(command)
+    return click.option(
+        "--gpu-layers",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
+    )(command)
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -78,14 +92,7 @@ def _path(p: str | None) -> Path | None:
     type=click.Path(dir_okay=False),
     help="Also write the importance matrix used (GGUF format).",
 )
-@click.option(
-    "--gpu-layers",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
-)
-@click.option("--threads", "-t", type=int, help="CPU threads (default: all available, at most 8).")
+@llama_compute_options
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (type of every tensor, size) and stop."
 )
@@ -254,14 +261,7 @@ def profiles(model: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="Also write MODEL.gguf.eval.json beside each model (read by `seachat publish`).",
 )
-@click.option(
-    "--gpu-layers",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
-)
-@click.option("--threads", "-t", type=int)
+@llama_compute_options
 def evaluate(
     models: tuple[Path, ...],
     reference: Path,
@@ -342,14 +342,7 @@ def evaluate(
 @click.option(
     "--process-output", is_flag=True, help="Also collect activations of the output projection."
 )
-@click.option(
-    "--gpu-layers",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
-)
-@click.option("--threads", "-t", type=int)
+@llama_compute_options
 def imatrix(
     model: Path,
     output: Path,
@@ -475,14 +468,7 @@ def imatrix(
 @click.option(
     "--batch", default=4, show_default=True, help="Probes evaluated against one reference pass."
 )
-@click.option(
-    "--gpu-layers",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
-)
-@click.option("--threads", "-t", type=int)
+@llama_compute_options
 def tune(
     model: Path,
     budget: str,
