@@ -107,9 +107,9 @@ async def app_turn(pilot, app, text: str) -> tuple[float, float, int, list[int]]
 
 
 async def run(model: Path, threads: int, max_tokens: int, rounds: int, n_ctx: int) -> list[dict]:
-    from seachat.app.runtime import LoadOptions
-    from seachat.app.session import ChatSettings
-    from seachat.app.store import Store
+    from seachat.app.chat.runtime import LoadOptions
+    from seachat.app.chat.session import ChatSettings
+    from seachat.app.chat.store import Store
     from seachat.app.tui.app import SeachatApp
 
     rows: list[dict] = []

@@ -131,7 +131,7 @@ def run_convert(src: Path, out: Path) -> tuple[float, int, int]:
 
 def phases(src: Path, out: Path) -> list[tuple[str, float]]:
     from seachat.convert import pipeline
-    from seachat.convert.gguf_output import write_gguf
+    from seachat.convert.gguf_file.writer import write_gguf
 
     t0 = time.perf_counter()
     prepared = pipeline.prepare(str(src), "f16")
@@ -157,7 +157,7 @@ def phases(src: Path, out: Path) -> list[tuple[str, float]]:
 
 
 def largest_tensor_bytes(src: Path) -> int:
-    from seachat.convert.safetensors_reader import SafetensorsCheckpoint
+    from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
 
     with SafetensorsCheckpoint(src) as ckpt:
         return max(e.n_bytes for e in ckpt.tensors.values())

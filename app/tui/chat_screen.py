@@ -18,9 +18,9 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from seachat.app.chat.session import ChatSession, ChatSettings, TurnResult
+from seachat.app.chat.store import Message
 from seachat.app.errors import UserError
-from seachat.app.session import ChatSession, ChatSettings, TurnResult
-from seachat.app.store import Message
 from seachat.app.tui.pacing import FlushPacer
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
 

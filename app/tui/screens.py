@@ -20,9 +20,9 @@ from textual.widgets import (
     TextArea,
 )
 
-from seachat.app.model_info import ModelInfo, human_bytes
-from seachat.app.session import PRESETS, ChatSettings
-from seachat.app.store import Conversation
+from seachat.app.chat.session import PRESETS, ChatSettings
+from seachat.app.chat.store import Conversation
+from seachat.app.library.model_info import ModelInfo, human_bytes
 
 
 class WelcomeScreen(Screen):
@@ -310,7 +310,7 @@ class ModelPickerScreen(ModalScreen[Path | None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("Model", "Arch", "Params", "Quant / profile", "Size", "Fits RAM")
-        from seachat.app.model_info import available_ram
+        from seachat.app.library.model_info import available_ram
 
         free = available_ram()
         for info in self.models:

@@ -13,7 +13,7 @@ from textual.message import Message as TextualMessage
 from textual.widgets import Markdown, Static, TextArea
 from textual.widgets._markdown import MarkdownStream
 
-from seachat.app.store import COMPLETE, INTERRUPTED, STOPPED, STREAMING, Message
+from seachat.app.chat.store import COMPLETE, INTERRUPTED, STOPPED, STREAMING, Message
 from seachat.app.text.segment import next_boundary, previous_boundary, snap_to_boundary
 
 

@@ -138,7 +138,8 @@ def test_disk_full(ckpt, tmp_path) -> None:
 
 def test_interrupted_write_leaves_nothing(ckpt, out_dir, monkeypatch) -> None:
     """Ctrl-C while writing tensors: the temporary file is removed, OUT never appears."""
-    from seachat.convert import gguf_output, pipeline
+    from seachat.convert import pipeline
+    from seachat.convert.gguf_file import writer as gguf_output
 
     calls = {"n": 0}
     original = gguf_output._encode

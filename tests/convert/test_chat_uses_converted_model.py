@@ -9,7 +9,7 @@ import unicodedata
 
 from tokenizers import Tokenizer
 
-from seachat.app.runtime import Runtime
+from seachat.app.chat.runtime import Runtime
 from seachat.convert import pipeline
 
 TEXTS = [

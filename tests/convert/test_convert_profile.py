@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gguf import GGMLQuantizationType, GGUFReader
 
-from seachat.convert.metadata_keys import PROFILE_KEY, QUALITY_KEY
+from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
 from tests.convert.conftest import run_cli
 
 REPO = Path(__file__).parents[2]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from seachat.convert import pipeline
-from seachat.convert.gguf_meta import read_gguf_header
-from seachat.convert.llama_vocab import LlamaVocab
-from seachat.convert.logit_parity import compare_logits
-from seachat.convert.probe_text import ALL_PROBES
+from seachat.convert.gguf_file.reader import read_gguf_header
+from seachat.convert.llama.vocab import LlamaVocab
+from seachat.convert.parity.logits import compare_logits
+from seachat.convert.parity.probe_text import ALL_PROBES
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import gguf
 import pytest
 
 from seachat.convert import pipeline
-from seachat.convert.gguf_meta import read_gguf_header
-from seachat.convert.logit_parity import compare_logits
+from seachat.convert.gguf_file.reader import read_gguf_header
+from seachat.convert.parity.logits import compare_logits
 
 # (file type, weight tensor type, min top-1 agreement, max |Δlogit| as a share of the logit
 # range). The tiny random model has many near-tied logits, so bf16's 8-bit mantissa and Q8_0
@@ -39,7 +39,7 @@ def test_outtype(tiny_dir, tmp_path, outtype: str) -> None:
 
 def test_q8_0_falls_back_where_rows_are_not_multiples_of_32(tiny_dir, tmp_path) -> None:
     """Q8_0 blocks hold 32 values: tensors whose rows are shorter stay F16 instead of failing."""
-    from seachat.convert.tensor_plan import choose_type
+    from seachat.convert.checkpoint.tensor_plan import choose_type
 
     assert choose_type("q8_0", (10, 48), None) == gguf.GGMLQuantizationType.F16
     assert choose_type("q8_0", (10, 64), None) == gguf.GGMLQuantizationType.Q8_0

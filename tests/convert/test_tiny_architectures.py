@@ -9,8 +9,8 @@ import gguf
 import pytest
 
 from seachat.convert import pipeline
-from seachat.convert.gguf_meta import read_gguf_header
-from seachat.convert.logit_parity import compare_logits
+from seachat.convert.gguf_file.reader import read_gguf_header
+from seachat.convert.parity.logits import compare_logits
 from tests.convert.conftest import EXACT_TINY
 
 EXPECTED = {

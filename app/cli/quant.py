@@ -1,0 +1,646 @@
+"""`seachat quantize`, `profiles`, `eval`, `imatrix`, `tune`: the quantization commands.
+
+Thin CLI over seachat.convert.{quantize, profiles, evaluate, imatrix, tune}; heavy imports
+happen inside the commands so `seachat --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+class StatusLine:
+    """One updating status line on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        finished = total and done >= total
+        if stage == self.stage and not finished and now - self.last < (0.2 if self.tty else 10.0):
+            return
+        self.stage, self.last = stage, now
+        pct = f"{100 * done / total:5.1f}%" if total else ""
+        line = f"{stage}: {done}/{total} {pct}"
+        if self.tty:
+            click.echo(f"\r\033[K{line}", err=True, nl=bool(finished))
+        else:
+            click.echo(line, err=True)
+
+
+def _path(p: str | None) -> Path | None:
+    return Path(p) if p else None
+
+
+def llama_compute_options(command):
+    """--gpu-layers and --threads, the same for every command that runs the model."""
+    command = click.option(
+        "--threads", "-t", type=int, help="CPU threads (default: all available, at most 8)."
+    )(command)
+    return click.option(
+        "--gpu-layers",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
+    )(command)
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--profile",
+    "-p",
+    default="sea-q4",
+    show_default=True,
+    help="Shipped profile name or a .toml file.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Output GGUF."
+)
+@click.option(
+    "--imatrix",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Use this importance matrix (GGUF or legacy .dat).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True),
+    help="Calibration text: a folder of <language>.txt or one file.",
+)
+@click.option(
+    "--eval-text",
+    type=click.Path(exists=True),
+    help="Evaluation text folder (default: the shipped held-out text).",
+)
+@click.option(
+    "--no-eval", is_flag=True, help="Skip the per-language evaluation and quality summary."
+)
+@click.option(
+    "--eval-tokens", default=512, show_default=True, help="Tokens per language for the evaluation."
+)
+@click.option(
+    "--save-imatrix",
+    type=click.Path(dir_okay=False),
+    help="Also write the importance matrix used (GGUF format).",
+)
+@llama_compute_options
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (type of every tensor, size) and stop."
+)
+@click.option("--show-plan", is_flag=True, help="Print the type of every tensor before quantizing.")
+@click.option(
+    "--allow-requantize", is_flag=True, help="Accept an already-quantized input (quality suffers)."
+)
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
+def quantize(
+    model: Path,
+    profile: str,
+    output: Path | None,
+    imatrix: str | None,
+    calibration: str | None,
+    eval_text: str | None,
+    no_eval: bool,
+    eval_tokens: int,
+    save_imatrix: str | None,
+    gpu_layers: int,
+    threads: int | None,
+    dry_run: bool,
+    show_plan: bool,
+    allow_requantize: bool,
+    force: bool,
+) -> None:
+    """Quantize an F16/BF16/F32 GGUF with a profile, and report quality per language."""
+    from seachat.convert.errors import ConvertError
+    from seachat.convert.quant.quantize import plan_profile, quantize_with_profile
+
+    if not model.is_file():
+        raise ConvertError(f"{model}: no such GGUF file")
+    plan = plan_profile(model, profile)
+    if dry_run or show_plan:
+        _print_plan(plan, per_tensor=show_plan or dry_run)
+    if dry_run:
+        return
+    if output is None:
+        raise ConvertError(f"{model}: give the output file with -o OUT.gguf")
+    report = quantize_with_profile(
+        model,
+        output,
+        profile,
+        imatrix=_path(imatrix),
+        calibration=_path(calibration),
+        eval_text=_path(eval_text),
+        threads=threads,
+        progress=StatusLine(),
+        evaluate=not no_eval,
+        eval_max_tokens=eval_tokens,
+        save_imatrix=_path(save_imatrix),
+        allow_requantize=allow_requantize,
+        overwrite=force,
+        n_gpu_layers=gpu_layers,
+    )
+    if report.evaluation is not None:
+        click.echo(report.evaluation.table())
+    for line in report.summary_lines():
+        click.echo(line)
+
+
+def _print_plan(plan, per_tensor: bool) -> None:
+    from seachat.convert.quant.quantize import human_bytes
+
+    click.echo(
+        f"profile {plan.profile} on {plan.architecture} ({plan.n_layer} blocks, {'tied' if plan.tied_embeddings else 'untied'} embeddings)"
+    )
+    click.echo(f"{'kind':<12} {'type':<14} {'layers':<16} {'n':>4} {'size':>10}  decided by")
+    for kind, types, by, layers, n, nbytes in plan.summary_rows():
+        click.echo(f"{kind:<12} {types:<14} {layers:<16} {n:>4} {human_bytes(nbytes):>10}  {by}")
+    if per_tensor:
+        click.echo("")
+        for t in plan.tensors:
+            if t.quantize:
+                fb = f"  ({t.fallback})" if t.fallback else ""
+                click.echo(f"  {t.name:<40} {t.source_type:>5} -> {t.final:<7} {t.decided_by}{fb}")
+    click.echo(
+        f"total: {human_bytes(plan.n_bytes)} of tensors, {plan.bits_per_weight:.3f} bits per weight, {len(plan.fallbacks)} fallback(s)"
+    )
+    for r in plan.unused_rules:
+        click.echo(f"note: {r} matched no tensor")
+
+
+@click.command()
+@click.option(
+    "--model",
+    "-m",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also show each profile's size on this GGUF.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def profiles(model: Path | None, as_json: bool) -> None:
+    """List the shipped quantization profiles with their bits per weight."""
+    from seachat.convert.gguf_file.reader import read_gguf_header
+    from seachat.convert.quant.plan import plan_for_header
+    from seachat.convert.quant.profiles import DEFAULT_PROFILE, shipped_profiles
+    from seachat.convert.quant.quantize import human_bytes
+
+    header = read_gguf_header(model) if model else None
+    rows = []
+    for prof in shipped_profiles():
+        row = {
+            "name": prof.name,
+            "target_bpw": prof.target_bpw,
+            "imatrix": prof.imatrix,
+            "stock": prof.stock,
+            "summary": prof.summary,
+            "tuned_on": prof.tuned.get("model"),
+        }
+        if header is not None:
+            plan = plan_for_header(prof, header)
+            row.update(
+                {
+                    "bpw": round(plan.bits_per_weight, 3),
+                    "bytes": plan.n_bytes,
+                    "fallbacks": len(plan.fallbacks),
+                }
+            )
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    click.echo(
+        "bpw: bits per weight on the model each profile was tuned or checked on (Gemma 3 270M: 262k x 640 tied embedding)"
+    )
+    extra = f" {'bpw here':>8} {'size here':>10}" if header is not None else ""
+    click.echo(f"{'profile':<10} {'bpw':>6} {'imatrix':>7}{extra}  summary")
+    for r in rows:
+        mark = "*" if r["name"] == DEFAULT_PROFILE else " "
+        here = f" {r['bpw']:>8.3f} {human_bytes(r['bytes']):>10}" if header is not None else ""
+        click.echo(
+            f"{r['name'] + mark:<10} {r['target_bpw']:>6.2f} {'yes' if r['imatrix'] else 'no':>7}{here}  {r['summary']}"
+        )
+    click.echo(f"* default ({DEFAULT_PROFILE})")
+
+
+@click.command()
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--ref",
+    "reference",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The unquantized reference GGUF.",
+)
+@click.option(
+    "--text",
+    "text_dir",
+    type=click.Path(exists=True),
+    help="Folder of <language>.txt (default: shipped held-out text).",
+)
+@click.option("--languages", help="Comma-separated subset of the text folder's languages.")
+@click.option("--max-tokens", default=1024, show_default=True, help="Tokens per language.")
+@click.option(
+    "--ctx", default=512, show_default=True, help="Tokens per evaluated chunk (BOS first)."
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    help="Write the report(s) as JSON to this file ('-' for stdout).",
+)
+@click.option(
+    "--beside",
+    is_flag=True,
+    help="Also write MODEL.gguf.eval.json beside each model (read by `seachat publish`).",
+)
+@llama_compute_options
+def evaluate(
+    models: tuple[Path, ...],
+    reference: Path,
+    text_dir: str | None,
+    languages: str | None,
+    max_tokens: int,
+    ctx: int,
+    json_out: str | None,
+    beside: bool,
+    gpu_layers: int,
+    threads: int | None,
+) -> None:
+    """Per-language KL divergence, top-1 agreement and perplexity against a reference."""
+    from seachat.convert.quant.evaluate import evaluate_models, read_eval_texts
+
+    langs = [x.strip() for x in languages.split(",")] if languages else None
+    texts = read_eval_texts(text_dir, langs)
+    progress = StatusLine()
+    reports = evaluate_models(
+        reference,
+        list(models),
+        texts,
+        n_ctx=ctx,
+        max_tokens=max_tokens,
+        threads=threads,
+        progress=lambda lang, d, t: progress(f"evaluate {lang}", d, t),
+        n_gpu_layers=gpu_layers,
+    )
+    for r in reports:
+        r.text = Path(text_dir).name if text_dir else "seachat held-out evaluation text"
+        if beside:
+            target = Path(r.model)
+            _atomic_write(
+                target.with_name(target.name + ".eval.json"),
+                json.dumps(r.to_json(), indent=2, ensure_ascii=False) + "\n",
+            )
+    if json_out != "-":
+        for r in reports:
+            click.echo(f"\n{r.model} vs {r.reference}")
+            click.echo(r.table())
+    if json_out:
+        data = [r.to_json() for r in reports]
+        text = json.dumps(data[0] if len(data) == 1 else data, indent=2, ensure_ascii=False)
+        if json_out == "-":
+            click.echo(text)
+        else:
+            Path(json_out).write_text(text + "\n", encoding="utf-8")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Importance matrix to write (GGUF).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True),
+    help="Folder of <language>.txt or one file (default: shipped text).",
+)
+@click.option(
+    "--profile",
+    "-p",
+    default="sea-q4",
+    show_default=True,
+    help="Profile whose calibration mix and size to use.",
+)
+@click.option("--tokens", type=int, help="Total calibration tokens (default: the profile's).")
+@click.option("--chunk", type=int, help="Tokens per chunk (default: the profile's, 512).")
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Chunk one text file exactly as llama-imatrix does (no balancing).",
+)
+@click.option(
+    "--process-output", is_flag=True, help="Also collect activations of the output projection."
+)
+@llama_compute_options
+def imatrix(
+    model: Path,
+    output: Path,
+    calibration: str | None,
+    profile: str,
+    tokens: int | None,
+    chunk: int | None,
+    plain: bool,
+    process_output: bool,
+    gpu_layers: int,
+    threads: int | None,
+) -> None:
+    """Compute an importance matrix on token-balanced multilingual text."""
+    from seachat.convert.errors import ConvertError
+    from seachat.convert.llama.core import Model
+    from seachat.convert.quant.calibration import build_calibration, read_text_sources
+    from seachat.convert.quant.imatrix import compute_imatrix, llama_imatrix_chunks
+    from seachat.convert.quant.imatrix_file import write_imatrix
+    from seachat.convert.quant.profiles import load_profile
+
+    progress = StatusLine()
+    prof = load_profile(profile)
+    cal = prof.calibration
+    n_ctx = chunk or (cal.chunk_size if cal else 512)
+    with Model(model, vocab_only=True) as vm:
+        if plain:
+            if not calibration or not Path(calibration).is_file():
+                raise ConvertError("--plain needs --calibration FILE (one text file)")
+            try:
+                text = Path(calibration).read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ConvertError(f"{calibration}: not UTF-8 text; save it as UTF-8") from None
+            chunks = llama_imatrix_chunks(
+                vm.tokenize(text, add_special=True), n_ctx, vm.bos, vm.add_bos
+            )
+            if not chunks:
+                raise ConvertError(
+                    f"{calibration}: fewer than {n_ctx} tokens; give more text or a smaller --chunk"
+                )
+            dataset = str(calibration)
+            click.echo(f"{len(chunks)} chunks of {n_ctx} tokens (llama-imatrix chunking)", err=True)
+        else:
+            cset = build_calibration(
+                vm,
+                read_text_sources(calibration),
+                mix=cal.mix if cal else None,
+                total_tokens=tokens or (cal.tokens if cal else 16384),
+                chunk_size=n_ctx,
+                strict_mix=calibration is None,
+            )
+            chunks = cset.chunks
+            dataset = cset.describe()
+            click.echo(dataset, err=True)
+            for note in cset.notes:
+                click.echo(f"note: {note}", err=True)
+    im = compute_imatrix(
+        model,
+        chunks,
+        n_ctx=n_ctx,
+        threads=threads,
+        process_output=process_output or bool(cal and cal.process_output),
+        datasets=[dataset],
+        progress=lambda d, t: progress("imatrix", d, t),
+        n_gpu_layers=gpu_layers,
+    )
+    write_imatrix(im, output)
+    click.echo(
+        f"{output}: {len(im.entries)} entries from {im.n_tokens} tokens in {im.chunk_count} chunks"
+    )
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--budget",
+    required=True,
+    help="Bits per weight (e.g. 7.3), or a profile whose size on MODEL is the budget (e.g. q4_k_m).",
+)
+@click.option(
+    "--text",
+    "text_dir",
+    required=True,
+    type=click.Path(exists=True),
+    help="Folder of <language>.txt to measure on.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Profile TOML to write (default: NAME.toml).",
+)
+@click.option(
+    "--measurements",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Measurements JSON (cache; resumes; default: OUTPUT.json).",
+)
+@click.option("--name", default="tuned", show_default=True, help="Profile name.")
+@click.option("--summary", default=None, help="One-line profile summary.")
+@click.option(
+    "--imatrix",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Importance matrix to quantize with (default: computed).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True),
+    help="Calibration text for the importance matrix.",
+)
+@click.option(
+    "--base",
+    default="sea-q4",
+    show_default=True,
+    help="Profile whose calibration mix the tuned profile inherits.",
+)
+@click.option("--languages", help="Comma-separated subset of the text folder's languages.")
+@click.option("--ranges", default=3, show_default=True, help="Depth ranges per tensor kind.")
+@click.option(
+    "--token-embd-type", help="Type for an untied model's input embedding (not measured by tune)."
+)
+@click.option(
+    "--tokens", default=192, show_default=True, help="Tokens per language per measurement."
+)
+@click.option(
+    "--batch", default=4, show_default=True, help="Probes evaluated against one reference pass."
+)
+@llama_compute_options
+def tune(
+    model: Path,
+    budget: str,
+    text_dir: str,
+    output: Path | None,
+    measurements: Path | None,
+    name: str,
+    summary: str | None,
+    imatrix: str | None,
+    calibration: str | None,
+    base: str,
+    languages: str | None,
+    ranges: int,
+    token_embd_type: str | None,
+    tokens: int,
+    batch: int,
+    gpu_layers: int,
+    threads: int | None,
+) -> None:
+    """Measure per-language sensitivity of tensor groups and write a profile that protects
+    the worst language within a size budget."""
+    from seachat.convert.errors import ConvertError
+    from seachat.convert.gguf_file.reader import read_gguf_header
+    from seachat.convert.quant.evaluate import read_eval_texts
+    from seachat.convert.quant.plan import plan_for_header
+    from seachat.convert.quant.profiles import load_profile, profile_from_dict
+    from seachat.convert.quant.quantize import obtain_imatrix
+    from seachat.convert.quant.tune import (
+        make_groups,
+        measure,
+        now_date,
+        profile_toml,
+        solve_for_header,
+    )
+
+    header = read_gguf_header(model)
+    n_params = header.n_params
+    file_type = None
+    try:
+        bpw = float(budget)
+        budget_bytes = int(bpw * n_params / 8)
+        budget_desc = f"{bpw} bits per weight"
+    except ValueError:
+        budget_prof = load_profile(budget)
+        file_type = budget_prof.file_type.removeprefix("MOSTLY_")  # same size class, same label
+        ref_plan = plan_for_header(budget_prof, header)
+        budget_bytes = ref_plan.n_bytes
+        budget_desc = f"size of {budget} on this model ({ref_plan.bits_per_weight:.3f} bpw)"
+    langs = [x.strip() for x in languages.split(",")] if languages else None
+    texts = read_eval_texts(text_dir, langs)
+    base_prof = load_profile(base)
+    output = output or Path(f"{name}.toml")
+    measurements = measurements or output.with_suffix(".json")
+    progress = StatusLine()
+    im, im_info = obtain_imatrix(
+        model,
+        base_prof,
+        imatrix=_path(imatrix),
+        calibration=_path(calibration),
+        threads=threads,
+        progress=progress,
+        n_gpu_layers=gpu_layers,
+    )
+    im_id = f"{im_info.source}:{im.n_tokens}:{len(im.entries)}:{sum(float(e.sums.sum()) for e in im.entries.values()):.6e}"
+    measured_groups, fixed = make_groups(header, n_ranges=ranges)
+    click.echo(
+        f"{len(measured_groups)} groups, {sum(len(g.ladder) - 1 for g in measured_groups)} probes; budget {budget_desc} = {budget_bytes} bytes",
+        err=True,
+    )
+    data = measure(
+        model,
+        measured_groups,
+        texts,
+        imatrix_means=im.means(),
+        imatrix_id=im_id,
+        cache=measurements,
+        tokens=tokens,
+        batch=batch,
+        threads=threads,
+        progress=progress,
+        n_gpu_layers=gpu_layers,
+    )
+    import dataclasses
+
+    from seachat.convert.gguf_file.ggml_types import lookup
+
+    # the same solver `quantize` runs for [allocate] profiles, so on this model the written
+    # rules and the re-solved ones are identical
+    static = dataclasses.replace(
+        base_prof,
+        rules=(),
+        output_type=None,
+        token_embd_type=lookup(token_embd_type) if token_embd_type else None,
+        default_type=lookup("q8_0"),
+        allocate=None,
+    )
+    alloc, groups = solve_for_header(static, header, data, budget_bytes, ranges)
+    worst_lang, worst = alloc.worst
+    tuned = {
+        "model": f"{model.name} ({header.get('general.name', '?')})",
+        "text": f"{Path(text_dir).name}: {', '.join(sorted(texts))}; {tokens} tokens per language",
+        "date": now_date(),
+        "budget": budget_desc,
+        "imatrix": im_info.source
+        if im_info.source != "computed"
+        else f"computed on {base} calibration mix ({im.n_tokens} tokens)",
+        "measurements": measurements.name,
+        "predicted_worst": f"{worst_lang} {worst:.4f}",
+    }
+    cal = base_prof.calibration
+    toml_text = profile_toml(
+        name=name,
+        summary=summary or f"Tuned for the worst language within {budget_desc}.",
+        groups=groups,
+        allocation=alloc,
+        n_params=n_params,
+        calibration={
+            "mix": cal.mix,
+            "tokens": cal.tokens,
+            "chunk_size": cal.chunk_size,
+            "process_output": cal.process_output,
+        }
+        if cal
+        else None,
+        tuned=tuned,
+        file_type=file_type,
+        allocate={
+            "budget": float(budget) if file_type is None else budget,
+            "measurements": _relative(measurements, output.parent),
+            "ranges": ranges,
+        },
+        token_embd_type=token_embd_type,
+    )
+    profile_from_dict(_loads_toml(toml_text), str(output))  # what we write must load
+    _atomic_write(output, toml_text)
+    data["groups"] = [g.to_json() for g in measured_groups]
+    data.setdefault("allocations", {})[name] = {
+        "budget_bytes": budget_bytes,
+        "budget": budget_desc,
+        "bytes": alloc.n_bytes,
+        "bits_per_weight": 8.0 * alloc.n_bytes / n_params,
+        "choice": alloc.choice,
+        "predicted_kld": alloc.predicted,
+    }
+    _atomic_write(measurements, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    click.echo(toml_text)
+    click.echo(
+        f"wrote {output} and {measurements}; predicted worst language {worst_lang} KLD {worst:.4f}, {8.0 * alloc.n_bytes / n_params:.3f} bpw",
+        err=True,
+    )
+    if alloc.n_bytes > budget_bytes:  # pragma: no cover - the allocator never exceeds it
+        raise ConvertError("internal error: allocation exceeds the budget")
+
+
+def _relative(path: Path, base: Path) -> str:
+    import os
+
+    try:
+        return os.path.relpath(path.resolve(), base.resolve())
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path.resolve())
+
+
+def _loads_toml(text: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    from seachat.convert.files import write_text_atomic
+
+    write_text_atomic(path, text)

@@ -1,0 +1,1 @@
+"""Proofs that a GGUF behaves like its checkpoint: identical token ids, matching logits."""

@@ -1,0 +1,411 @@
+"""Quantize an F32/F16/BF16 GGUF with a profile: plan, importance matrix, llama.cpp's
+quantizer, per-language evaluation, metadata — the one entry point `seachat quantize` and
+`seachat convert --profile` share.
+
+    quantize_with_profile(src_gguf, out_gguf, "sea-q4")
+
+1. The profile is validated and planned against the source's tensors (ConvertError before
+   any work when something is wrong).
+2. When the profile wants an importance matrix (or one is asked for with `calibration`), it
+   is read from `imatrix` or computed on token-balanced calibration text — the shipped text
+   unless `calibration` names other text.
+3. llama.cpp quantizes with the plan's exact per-tensor types; the written types are checked
+   against the plan.
+4. The result is evaluated per language against the source (shipped held-out text unless
+   `eval_text` names other text), the summary goes into the GGUF metadata
+   (seachat.quant.profile, seachat.quant.quality_summary) and the full report beside it
+   (OUT.gguf.eval.json).
+Everything is written to temporary files beside OUT and renamed at the end: an error or
+Ctrl-C leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seachat.convert.errors import ConvertError
+from seachat.convert.files import temp_beside
+from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
+from seachat.convert.gguf_file.reader import GGUFFormatError, read_gguf_header
+from seachat.convert.quant.imatrix import Imatrix
+from seachat.convert.quant.plan import QuantPlan, check_written, plan_for_header
+from seachat.convert.quant.profiles import Profile, load_profile
+
+IMATRIX_KEYS = (
+    "quantize.imatrix.file",
+    "quantize.imatrix.dataset",
+    "quantize.imatrix.entries_count",
+    "quantize.imatrix.chunks_count",
+)
+DEFAULT_EVAL_TOKENS = 512  # per language; the shipped held-out text is about this long
+
+# progress(stage, done, total): stage is "imatrix", "quantize", "evaluate" or "write"
+Progress = Callable[[str, int, int], None]
+
+_SOURCE_TYPES = {"f32", "f16", "bf16"}
+
+
+@dataclass
+class ImatrixInfo:
+    source: str  # a file path, or "computed"
+    entries: int
+    tokens: int
+    chunks: int
+    per_language: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "entries": self.entries,
+            "tokens": self.tokens,
+            "chunks": self.chunks,
+            "per_language_tokens": self.per_language,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class QuantizeReport:
+    profile: str
+    source: Path
+    output: Path
+    plan: QuantPlan
+    file_size: int
+    imatrix: ImatrixInfo | None = None
+    evaluation: object | None = None  # seachat.convert.quant.evaluate.EvalReport
+    eval_json: Path | None = None
+    quality_summary: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.plan.bits_per_weight
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"{self.output}: profile {self.profile}, {human_bytes(self.file_size)}, {self.bits_per_weight:.3f} bits per weight",
+        ]
+        if self.plan.fallbacks:
+            lines.append(
+                f"  {len(self.plan.fallbacks)} tensor(s) took a fallback type (rows not a multiple of the block); see the plan"
+            )
+        if self.imatrix:
+            lines.append(
+                f"  importance matrix: {self.imatrix.source} ({self.imatrix.entries} entries, {self.imatrix.tokens} tokens)"
+            )
+        if self.quality_summary:
+            lines.append(f"  {self.quality_summary}")
+        if self.eval_json:
+            lines.append(f"  per-language report: {self.eval_json}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def plan_profile(src_gguf: str | Path, profile: str | Path | Profile) -> QuantPlan:
+    """The plan alone (for --dry-run): validated profile, every tensor's type, sizes."""
+    prof = load_profile(profile)
+    return plan_for_header(prof, _header(Path(src_gguf)))
+
+
+def _header(path: Path):
+    try:
+        return read_gguf_header(path)
+    except GGUFFormatError as exc:
+        raise ConvertError(f"{exc}; give an F16/BF16/F32 GGUF") from None
+
+
+def _tmp_beside(out: Path, tag: str) -> Path:
+    return temp_beside(out, tag)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = _tmp_beside(path, "json")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def obtain_imatrix(
+    src_gguf: Path,
+    profile: Profile,
+    *,
+    imatrix: Path | None,
+    calibration: Path | None,
+    threads: int | None,
+    progress: Progress | None,
+    n_gpu_layers: int = 0,
+) -> tuple[Imatrix, ImatrixInfo]:
+    """Read the given imatrix, or compute one on token-balanced calibration text."""
+    from seachat.convert.llama.core import Model
+    from seachat.convert.quant.calibration import build_calibration, read_text_sources
+    from seachat.convert.quant.imatrix import compute_imatrix
+    from seachat.convert.quant.imatrix_file import read_imatrix
+
+    if imatrix is not None:
+        im = read_imatrix(imatrix)
+        return im, ImatrixInfo(str(imatrix), len(im.entries), im.n_tokens, im.chunk_count)
+    cal = profile.calibration
+    texts = read_text_sources(calibration)
+    with Model(src_gguf, vocab_only=True) as vocab_model:
+        cset = build_calibration(
+            vocab_model,
+            texts,
+            mix=cal.mix if cal else None,
+            total_tokens=cal.tokens if cal else 16384,
+            chunk_size=cal.chunk_size if cal else 512,
+            strict_mix=calibration is None,
+        )
+    chunk_size = cal.chunk_size if cal else 512
+    im = compute_imatrix(
+        src_gguf,
+        cset.chunks,
+        n_ctx=chunk_size,
+        threads=threads,
+        process_output=cal.process_output if cal else False,
+        datasets=[cset.describe()],
+        progress=(lambda d, t: progress("imatrix", d, t)) if progress else None,
+        n_gpu_layers=n_gpu_layers,
+    )
+    info = ImatrixInfo(
+        "computed",
+        len(im.entries),
+        cset.n_tokens,
+        len(cset.chunks),
+        dict(cset.tokens),
+        list(cset.notes),
+    )
+    return im, info
+
+
+def quantize_with_profile(
+    src_gguf: Path,
+    out_gguf: Path,
+    profile: str | Path | Profile,
+    *,
+    imatrix: Path | None = None,
+    calibration: Path | None = None,
+    eval_text: Path | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    evaluate: bool = True,
+    eval_max_tokens: int = DEFAULT_EVAL_TOKENS,
+    save_imatrix: Path | None = None,
+    allow_requantize: bool = False,
+    overwrite: bool = False,
+    n_gpu_layers: int = 0,
+    source_label: str | None = None,
+) -> QuantizeReport:
+    """Quantize src_gguf (F32/F16/BF16) into out_gguf with a profile (shipped name or TOML
+    path). See the module docstring for the steps. Returns a QuantizeReport; raises
+    ConvertError (one line, naming the file and the fix) on bad input. `source_label` names
+    the source in the report when src_gguf is a temporary file (`convert --profile`)."""
+    from seachat.convert.gguf_file.kv_edit import set_metadata
+    from seachat.convert.llama.quantizer import run_llama_quantize
+
+    t_start = time.monotonic()
+    src, out = Path(src_gguf), Path(out_gguf)
+    prof = load_profile(profile)
+    if not src.is_file():
+        raise ConvertError(f"{src}: no such GGUF file")
+    if out.exists() and not overwrite:
+        raise ConvertError(f"{out}: already exists; remove it or choose another output path")
+    if out.exists() and out.resolve() == src.resolve():
+        raise ConvertError(f"{out}: output and input are the same file; choose another output path")
+    if not out.parent.is_dir():
+        raise ConvertError(f"{out.parent}: output folder does not exist")
+    header = _header(src)
+    plan = plan_for_header(prof, header)
+    requant = sorted(
+        {t.source_type for t in plan.tensors if t.quantize and t.source_type not in _SOURCE_TYPES}
+    )
+    if requant and not allow_requantize:
+        raise ConvertError(
+            f"{src}: holds already-quantized tensors ({', '.join(requant)}); quantize from an F16/BF16/F32 GGUF "
+            "(seachat convert --outtype f16), or pass --allow-requantize and accept the extra loss"
+        )
+    for path in (imatrix, calibration, eval_text):
+        if path is not None and not Path(path).exists():
+            raise ConvertError(f"{path}: no such file or directory")
+    texts = None
+    if evaluate:
+        from seachat.convert.quant.evaluate import read_eval_texts
+
+        texts = read_eval_texts(eval_text)
+    notes: list[str] = []
+    if plan.unused_rules:
+        notes.append(f"profile rules that matched no tensor: {'; '.join(plan.unused_rules)}")
+
+    seconds: dict[str, float] = {}
+    im = None
+    im_info = None
+    needs_im = {t.final for t in plan.tensors if t.quantize} & {
+        "iq3_xxs",
+        "iq2_s",
+        "iq2_xs",
+        "iq2_xxs",
+        "iq1_m",
+        "iq1_s",
+    }
+    if prof.imatrix or imatrix is not None or calibration is not None or needs_im:
+        t0 = time.monotonic()
+        im, im_info = obtain_imatrix(
+            src,
+            prof,
+            imatrix=imatrix,
+            calibration=calibration,
+            threads=threads,
+            progress=progress,
+            n_gpu_layers=n_gpu_layers,
+        )
+        seconds["imatrix"] = time.monotonic() - t0
+        planned = {
+            t.name for t in plan.tensors if t.quantize and t.kind not in ("token_embd", "output")
+        }
+        shapes = {t.name: t.shape for t in plan.tensors}
+        for name, entry in im.entries.items():
+            shape = shapes.get(name)
+            if shape is None:
+                continue
+            n_mat = shape[2] if len(shape) > 2 else 1
+            if entry.sums.size != shape[0] * n_mat:
+                raise ConvertError(
+                    f"{imatrix or 'importance matrix'}: {name} has {entry.sums.size} values but the model's tensor has "
+                    f"{shape[0] * n_mat} columns; the matrix was made for another model, compute one for this model"
+                )
+        missing = sorted(planned - set(im.entries))
+        if missing:
+            im_info.notes.append(
+                f"{len(missing)} weight(s) without importance data (quantized without it): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+            )
+        if save_imatrix is not None:
+            from seachat.convert.quant.imatrix_file import write_imatrix
+
+            write_imatrix(im, save_imatrix)
+
+    kv: dict[str, str | int] = {PROFILE_KEY: prof.name}
+    if im is not None and im_info is not None:
+        kv["quantize.imatrix.file"] = (
+            im_info.source if im_info.source != "computed" else "seachat (computed)"
+        )
+        if im.datasets:
+            kv["quantize.imatrix.dataset"] = im.datasets[0]
+        kv["quantize.imatrix.entries_count"] = len(im.entries)
+        if im.chunk_count > 0:
+            kv["quantize.imatrix.chunks_count"] = im.chunk_count
+
+    tmp_q = _tmp_beside(out, "quant")
+    tmp_final: Path | None = None
+    try:
+        t0 = time.monotonic()
+        if progress:
+            progress("quantize", 0, len(plan.tensors))
+        counter = {"n": 0}
+
+        def echo(line: str) -> None:
+            if progress and line.startswith("[") and "/" in line[:12]:
+                counter["n"] += 1
+                progress("quantize", counter["n"], len(plan.tensors))
+
+        run_llama_quantize(
+            src,
+            tmp_q,
+            ftype=prof.file_type_id,
+            overrides=plan.overrides(),
+            imatrix=im.means() if im is not None else None,
+            kv=kv,
+            threads=threads,
+            allow_requantize=allow_requantize,
+            echo=echo,
+        )
+        check_written(plan, _header(tmp_q))
+        seconds["quantize"] = time.monotonic() - t0
+
+        evaluation = None
+        summary = None
+        if texts is not None:
+            from seachat.convert.quant.evaluate import evaluate_model
+
+            t0 = time.monotonic()
+            evaluation = evaluate_model(
+                src,
+                tmp_q,
+                texts,
+                max_tokens=eval_max_tokens,
+                threads=threads,
+                progress=(lambda lang, d, t: progress("evaluate", d, t)) if progress else None,
+                n_gpu_layers=n_gpu_layers,
+            )
+            src_type = sorted({t.source_type for t in plan.tensors if t.quantize})
+            evaluation.settings["reference_type"] = "/".join(src_type).upper() or "reference"
+            evaluation.model = str(out)
+            evaluation.reference = source_label or str(src)
+            evaluation.text = (
+                Path(eval_text).name if eval_text else "seachat held-out evaluation text"
+            )
+            summary = f"{prof.name}: {evaluation.summary_line()}"
+            seconds["evaluate"] = time.monotonic() - t0
+            if progress:
+                progress("write", 0, 1)
+            tmp_final = _tmp_beside(out, "final")
+            set_metadata(tmp_q, tmp_final, {PROFILE_KEY: prof.name, QUALITY_KEY: summary})
+            tmp_q.unlink(missing_ok=True)
+            tmp_q = tmp_final
+        os.replace(tmp_q, out)
+        tmp_final = None
+    except BaseException:
+        tmp_q.unlink(missing_ok=True)
+        if tmp_final is not None:
+            tmp_final.unlink(missing_ok=True)
+        raise
+
+    report = QuantizeReport(
+        profile=prof.name,
+        source=src,
+        output=out,
+        plan=plan,
+        file_size=out.stat().st_size,
+        imatrix=im_info,
+        evaluation=evaluation,
+        quality_summary=summary,
+        seconds=seconds,
+        notes=notes,
+    )
+    if evaluation is not None:
+        eval_path = out.with_name(out.name + ".eval.json")
+        data = evaluation.to_json()
+        data.update(
+            {
+                "profile": prof.name,
+                "profile_summary": prof.summary,
+                "source": source_label or str(src),
+                "file_size": report.file_size,
+                "bits_per_weight": round(plan.bits_per_weight, 4),
+                "type_counts": plan.type_counts(),
+                "fallbacks": {t.name: t.fallback for t in plan.fallbacks},
+                "imatrix": im_info.to_json() if im_info else None,
+            }
+        )
+        _write_json(eval_path, data)
+        report.eval_json = eval_path
+    seconds["total"] = time.monotonic() - t_start
+    if progress:
+        progress("write", 1, 1)
+    return report
