@@ -21,7 +21,7 @@ from seachat.convert.checkpoint.architectures import ArchSpec, find_architecture
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
 from seachat.convert.checkpoint.source import Source, resolve_source
 from seachat.convert.checkpoint.tensor_plan import FILE_TYPES, OUTTYPES, ConversionPlan, build_plan
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.keys import NORMALIZER_KEY
 from seachat.convert.gguf_file.writer import ProgressFn, write_gguf
 from seachat.convert.llama.vocab import LlamaVocab
@@ -57,22 +57,22 @@ class ConvertResult:
 def read_config(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "config.json"
     if not path.is_file():
-        raise ConvertError(
+        raise UserError(
             f"{path}: missing; a Hugging Face checkpoint folder needs config.json beside its "
             "safetensors files"
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ConvertError(f"{path}: not valid JSON ({exc}); re-download it") from exc
+        raise UserError(f"{path}: not valid JSON ({exc}); re-download it") from exc
     if not isinstance(config, dict):
-        raise ConvertError(f"{path}: expected a JSON object")
+        raise UserError(f"{path}: expected a JSON object")
     return config
 
 
 def prepare(src: str, outtype: str, revision: str | None = None) -> Prepared:
     if outtype not in OUTTYPES:
-        raise ConvertError(f"unknown --outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}")
+        raise UserError(f"unknown --outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}")
     source = resolve_source(src, revision)
     config = read_config(source.model_dir)
     arch = find_architecture(config, str(source.model_dir / "config.json"))
@@ -113,13 +113,13 @@ def metadata_writer(prepared: Prepared, name: str | None) -> Callable[[gguf.GGUF
 
 def check_output_path(out: Path, force: bool) -> None:
     if out.exists() and not force:
-        raise ConvertError(f"{out}: already exists; pass --force to overwrite or choose another -o")
+        raise UserError(f"{out}: already exists; pass --force to overwrite or choose another -o")
     if out.exists() and out.is_dir():
-        raise ConvertError(f"{out}: is a folder; -o takes a file name such as model-f16.gguf")
+        raise UserError(f"{out}: is a folder; -o takes a file name such as model-f16.gguf")
     if not out.parent.is_dir():
-        raise ConvertError(f"{out.parent}: output folder does not exist; create it first")
+        raise UserError(f"{out.parent}: output folder does not exist; create it first")
     if not os.access(out.parent, os.W_OK):
-        raise ConvertError(f"{out.parent}: output folder is not writable")
+        raise UserError(f"{out.parent}: output folder is not writable")
 
 
 def reference_spec(prepared: Prepared) -> ReferenceSpec:
@@ -189,7 +189,7 @@ def convert(
                 tmp.unlink()
 
 
-class TokenizerMismatch(ConvertError):
+class TokenizerMismatch(UserError):
     def __init__(self, report: ParityReport, out: Path, vocab: Vocab) -> None:
         m = report.mismatches[0]
         why = ""

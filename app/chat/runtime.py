@@ -21,8 +21,8 @@ from pathlib import Path
 from time import perf_counter
 
 from seachat.app.chat.template import ChatTemplate, TemplateError, choose_template
-from seachat.app.errors import UserError
 from seachat.app.text.stream import StreamText
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.keys import NORMALIZER_KEY
 
 DEFAULT_CTX = 4096

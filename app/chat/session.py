@@ -16,7 +16,7 @@ from typing import Any
 
 from seachat.app.chat.runtime import GenerationStats, Runtime, SamplingParams
 from seachat.app.chat.store import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, Store
-from seachat.app.errors import UserError
+from seachat.convert.errors import UserError
 
 DRAFT_SAVE_SECONDS = 1.0  # how often a streaming answer is written to disk
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seachat.app.errors import UserError
+from seachat.convert.errors import UserError
 
 # Each entry upgrades the schema from version i to i+1; never edit a released one, append.
 MIGRATIONS: list[str] = [

@@ -57,12 +57,11 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from seachat.app.errors import UserError
-    from seachat.convert.errors import ConvertError
+    from seachat.convert.errors import UserError
 
     try:
         rv = cli.main(args=argv, prog_name="seachat", standalone_mode=False)
-    except (UserError, ConvertError) as exc:
+    except UserError as exc:
         click.echo(f"seachat: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

@@ -19,9 +19,9 @@ def demo_model() -> Path | None:
 
 def choose_model(model: str | None, models_dir: str | None, store) -> tuple[Path | None, str]:
     """The model to open and, when there is none, why (shown on the welcome screen)."""
-    from seachat.app.errors import UserError
     from seachat.app.library.catalog import list_models, resolve_model
     from seachat.app.library.model_info import GGUFFormatError, read_model_info
+    from seachat.convert.errors import UserError
 
     if model:
         path = resolve_model(model, models_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from seachat.app.errors import UserError
+from seachat.convert.errors import UserError
 
 MODELS_DIR_OPTION = click.option(
     "--models-dir",

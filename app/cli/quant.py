@@ -119,18 +119,18 @@ def quantize(
     force: bool,
 ) -> None:
     """Quantize an F16/BF16/F32 GGUF with a profile, and report quality per language."""
-    from seachat.convert.errors import ConvertError
+    from seachat.convert.errors import UserError
     from seachat.convert.quant.quantize import plan_profile, quantize_with_profile
 
     if not model.is_file():
-        raise ConvertError(f"{model}: no such GGUF file")
+        raise UserError(f"{model}: no such GGUF file")
     plan = plan_profile(model, profile)
     if dry_run or show_plan:
         _print_plan(plan, per_tensor=show_plan or dry_run)
     if dry_run:
         return
     if output is None:
-        raise ConvertError(f"{model}: give the output file with -o OUT.gguf")
+        raise UserError(f"{model}: give the output file with -o OUT.gguf")
     report = quantize_with_profile(
         model,
         output,
@@ -356,7 +356,7 @@ def imatrix(
     threads: int | None,
 ) -> None:
     """Compute an importance matrix on token-balanced multilingual text."""
-    from seachat.convert.errors import ConvertError
+    from seachat.convert.errors import UserError
     from seachat.convert.llama.core import Model
     from seachat.convert.quant.calibration import build_calibration, read_text_sources
     from seachat.convert.quant.imatrix import compute_imatrix, llama_imatrix_chunks
@@ -370,16 +370,16 @@ def imatrix(
     with Model(model, vocab_only=True) as vm:
         if plain:
             if not calibration or not Path(calibration).is_file():
-                raise ConvertError("--plain needs --calibration FILE (one text file)")
+                raise UserError("--plain needs --calibration FILE (one text file)")
             try:
                 text = Path(calibration).read_text(encoding="utf-8")
             except UnicodeDecodeError:
-                raise ConvertError(f"{calibration}: not UTF-8 text; save it as UTF-8") from None
+                raise UserError(f"{calibration}: not UTF-8 text; save it as UTF-8") from None
             chunks = llama_imatrix_chunks(
                 vm.tokenize(text, add_special=True), n_ctx, vm.bos, vm.add_bos
             )
             if not chunks:
-                raise ConvertError(
+                raise UserError(
                     f"{calibration}: fewer than {n_ctx} tokens; give more text or a smaller --chunk"
                 )
             dataset = str(calibration)
@@ -490,7 +490,7 @@ def tune(
 ) -> None:
     """Measure per-language sensitivity of tensor groups and write a profile that protects
     the worst language within a size budget."""
-    from seachat.convert.errors import ConvertError
+    from seachat.convert.errors import UserError
     from seachat.convert.gguf_file.reader import read_gguf_header
     from seachat.convert.quant.evaluate import read_eval_texts
     from seachat.convert.quant.plan import plan_for_header
@@ -620,7 +620,7 @@ def tune(
         err=True,
     )
     if alloc.n_bytes > budget_bytes:  # pragma: no cover - the allocator never exceeds it
-        raise ConvertError("internal error: allocation exceeds the budget")
+        raise UserError("internal error: allocation exceeds the budget")
 
 
 def _relative(path: Path, base: Path) -> str:

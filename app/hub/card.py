@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seachat.app.errors import UserError
 from seachat.app.hub.repo import RepoGGUF
 from seachat.app.library.eval_report import EvalReport, read_report
 from seachat.app.library.model_info import (
@@ -27,6 +26,7 @@ from seachat.app.library.model_info import (
     model_info_from_header,
 )
 from seachat.app.text.languages import display_name, iso_codes, lookup
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.keys import QUALITY_KEY
 from seachat.convert.gguf_file.reader import GGUFFormatError, GGUFHeader, read_gguf_header
 

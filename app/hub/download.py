@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from seachat.app.errors import UserError
 from seachat.app.library.model_info import human_bytes
+from seachat.convert.errors import UserError
 
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.json"

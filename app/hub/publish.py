@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from seachat.app.errors import UserError
 from seachat.app.hub.card import (
     GENERATED_MARKER,
     CardOverrides,
@@ -23,6 +22,7 @@ from seachat.app.hub.card import (
 )
 from seachat.app.library.eval_report import report_path
 from seachat.app.library.model_info import human_bytes
+from seachat.convert.errors import UserError
 
 
 @dataclass(frozen=True)

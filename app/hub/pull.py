@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seachat.app.errors import UserError
 from seachat.app.hub import download as hub_download
 from seachat.app.hub.repo import (
     PullSpec,
@@ -33,6 +32,7 @@ from seachat.app.library.catalog import (
     write_source,
 )
 from seachat.app.library.model_info import human_bytes
+from seachat.convert.errors import UserError
 
 
 class HubUnreachable(Exception):

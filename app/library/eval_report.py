@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from seachat.app.errors import UserError
+from seachat.convert.errors import UserError
 
 REPORT_SUFFIX = ".eval.json"
 METRICS = ("kld_mean", "kld_p99", "top1", "ppl", "ppl_ref", "tokens_per_char")

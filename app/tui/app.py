@@ -13,7 +13,6 @@ from textual.message import Message
 from seachat.app.chat.runtime import LoadOptions, Runtime
 from seachat.app.chat.session import ChatSession
 from seachat.app.chat.store import Store
-from seachat.app.errors import UserError
 from seachat.app.text import wrap as _wrap
 from seachat.app.tui.chat_screen import ChatScreen
 from seachat.app.tui.screens import (
@@ -23,6 +22,7 @@ from seachat.app.tui.screens import (
     SettingsScreen,
     WelcomeScreen,
 )
+from seachat.convert.errors import UserError
 
 THEME_PREFERENCE = "theme"
 GIL_SWITCH_INTERVAL = 0.0002  # seconds

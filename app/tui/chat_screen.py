@@ -20,9 +20,9 @@ from textual.worker import Worker, WorkerState
 
 from seachat.app.chat.session import ChatSession, ChatSettings, TurnResult
 from seachat.app.chat.store import Message
-from seachat.app.errors import UserError
 from seachat.app.tui.pacing import FlushPacer
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
+from seachat.convert.errors import UserError
 
 
 class ChatScreen(Screen):

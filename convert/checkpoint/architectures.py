@@ -14,7 +14,7 @@ from typing import Any
 
 import gguf
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 Config = Mapping[str, Any]
 
@@ -183,10 +183,10 @@ def find_architecture(config: Config, config_path: str) -> ArchSpec:
                 for _label, check in spec.checks:
                     problem = check(config)
                     if problem:
-                        raise ConvertError(f"{config_path}: {problem}")
+                        raise UserError(f"{config_path}: {problem}")
                 return spec
     shown = ", ".join(names) if names else "none listed"
-    raise ConvertError(
+    raise UserError(
         f"{config_path}: architecture {shown} is not supported; seachat converts {SUPPORTED}"
     )
 
@@ -210,7 +210,7 @@ def rope_scaling_kv(config: Config) -> tuple[dict[str, tuple[Any, gguf.GGUFValue
     elif rope_type == "llama3":
         return kv, "llama3"
     elif rope_type not in ("default", "none"):
-        raise ConvertError(
+        raise UserError(
             f"RoPE scaling type {rope_type!r} is not supported (supported: linear, yarn, llama3)"
         )
     return kv, None

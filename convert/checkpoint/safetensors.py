@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 # safetensors dtype -> (numpy storage dtype, bytes per element)
 SUPPORTED_DTYPES: dict[str, tuple[np.dtype, int]] = {
@@ -69,24 +69,24 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
         with open(path, "rb") as f:
             raw_len = f.read(8)
             if len(raw_len) < 8:
-                raise ConvertError(
+                raise UserError(
                     f"{path}: not a safetensors file (only {size} bytes); re-download it"
                 )
             (header_len,) = struct.unpack("<Q", raw_len)
             if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise ConvertError(
+                raise UserError(
                     f"{path}: corrupt safetensors header (declares {header_len} header bytes in a "
                     f"{size}-byte file); re-download the file"
                 )
             header_bytes = f.read(header_len)
     except OSError as exc:
-        raise ConvertError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     try:
         header = json.loads(header_bytes.decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ConvertError(
+        raise UserError(
             f"{path}: corrupt safetensors header ({exc}); re-download the file"
         ) from exc
 
@@ -99,24 +99,24 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConvertError(
+            raise UserError(
                 f"{path}: corrupt safetensors header entry for {name!r}; re-download the file"
             ) from exc
         if dtype not in SUPPORTED_DTYPES:
             what = "unsupported" if dtype in KNOWN_BUT_UNSUPPORTED else "unknown"
-            raise ConvertError(
+            raise UserError(
                 f"{path}: tensor {name!r} has {what} dtype {dtype}; seachat converts BF16, F16 "
                 "and F32 checkpoints (dequantize or cast the checkpoint first)"
             )
         entry = TensorEntry(name, dtype, shape, path, data_start + begin, data_start + end)
         expected = entry.n_elements * SUPPORTED_DTYPES[dtype][1]
         if end < begin or entry.n_bytes != expected:
-            raise ConvertError(
+            raise UserError(
                 f"{path}: tensor {name!r} spans {end - begin} bytes but shape {list(shape)} "
                 f"{dtype} needs {expected}; the file is corrupt, re-download it"
             )
         if entry.end > size:
-            raise ConvertError(
+            raise UserError(
                 f"{path}: truncated — tensor {name!r} ends at byte {entry.end} but the file has "
                 f"{size} bytes; re-download this shard"
             )
@@ -131,11 +131,11 @@ def discover_safetensors(model_dir: Path) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConvertError(f"{index}: unreadable shard index ({exc}); re-download it") from exc
+            raise UserError(f"{index}: unreadable shard index ({exc}); re-download it") from exc
         files = sorted(set(weight_map.values()))
         missing = [f for f in files if not (model_dir / f).is_file()]
         if missing:
-            raise ConvertError(
+            raise UserError(
                 f"{model_dir / missing[0]}: shard listed in {index.name} is missing "
                 f"({len(missing)} of {len(files)} missing); download all shards"
             )
@@ -146,7 +146,7 @@ def discover_safetensors(model_dir: Path) -> list[Path]:
     found = sorted(model_dir.glob("*.safetensors"))
     if found:
         return found
-    raise ConvertError(
+    raise UserError(
         f"{model_dir}: no model.safetensors or model.safetensors.index.json; seachat converts "
         "safetensors checkpoints (convert .bin/.pth weights to safetensors first)"
     )
@@ -163,7 +163,7 @@ class SafetensorsCheckpoint:
             entries, _ = read_header(path)
             for name, entry in entries.items():
                 if name in self.tensors:
-                    raise ConvertError(
+                    raise UserError(
                         f"{path}: tensor {name!r} also appears in {self.tensors[name].file.name}; "
                         "the shards are from different checkpoints"
                     )
@@ -210,7 +210,7 @@ class SafetensorsCheckpoint:
                     handle.seek(offset + done)
                     got = handle.readinto(view[done:]) or 0
             if not got:
-                raise ConvertError(
+                raise UserError(
                     f"{entry.file}: unexpected end of file reading {entry.name!r}; "
                     "the file changed or is truncated, re-download it"
                 )

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 NEEDED_PATTERNS = (
     "*.safetensors",
@@ -48,12 +48,10 @@ def resolve_source(src: str, revision: str | None = None) -> Source:
     path = Path(src).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ConvertError(
-                f"{path}: expected a checkpoint folder (with config.json), got a file"
-            )
+            raise UserError(f"{path}: expected a checkpoint folder (with config.json), got a file")
         return Source(path, None)
     if not _REPO_ID.match(src):
-        raise ConvertError(f"{src}: no such folder, and not a Hub repo id (owner/name)")
+        raise UserError(f"{src}: no such folder, and not a Hub repo id (owner/name)")
     return Source(_download(src, revision), src)
 
 
@@ -76,23 +74,23 @@ def _download(repo_id: str, revision: str | None) -> Path:
         )
     except LocalEntryNotFoundError as exc:
         if offline:
-            raise ConvertError(
+            raise UserError(
                 f"{repo_id}: HF_HUB_OFFLINE is set and this repo is not in the local Hugging Face "
                 "cache; unset HF_HUB_OFFLINE to download it, or pass a local folder"
             ) from exc
-        raise ConvertError(
+        raise UserError(
             f"{repo_id}: cannot reach the Hugging Face Hub and the repo is not cached; connect "
             "to the network or pass a local checkpoint folder"
         ) from exc
     except GatedRepoError as exc:
-        raise ConvertError(
+        raise UserError(
             f"{repo_id}: gated repository; accept its licence on huggingface.co and log in "
             "with `hf auth login`"
         ) from exc
     except RepositoryNotFoundError as exc:
-        raise ConvertError(f"{repo_id}: no such repository on the Hub (or it is private)") from exc
+        raise UserError(f"{repo_id}: no such repository on the Hub (or it is private)") from exc
     except RevisionNotFoundError as exc:
-        raise ConvertError(f"{repo_id}: revision {revision!r} not found") from exc
+        raise UserError(f"{repo_id}: revision {revision!r} not found") from exc
     except OSError as exc:
-        raise ConvertError(f"{repo_id}: download failed ({exc})") from exc
+        raise UserError(f"{repo_id}: download failed ({exc})") from exc
     return Path(folder)

@@ -21,7 +21,7 @@ from seachat.convert.checkpoint.architectures import (
     rope_scaling_kv,
 )
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint, TensorEntry
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 T = MODEL_TENSOR
 
@@ -186,7 +186,7 @@ def _hparams_kv(
         value = hp.source(config)
         if value is None:
             if hp.required:
-                raise ConvertError(
+                raise UserError(
                     f"{config_path}: missing hyper-parameter for {prefix}.{hp.key}; the config "
                     "is incomplete (compare with the model's original config.json)"
                 )
@@ -223,7 +223,7 @@ def build_plan(
             continue
         mapped = name_map.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
         if mapped is None:
-            raise ConvertError(
+            raise UserError(
                 f"{entry.file}: tensor {name!r} has no llama.cpp {arch.arch_name} counterpart; "
                 "is this checkpoint really a plain "
                 f"{'/'.join(arch.hf_architectures)}? (adapters and vision towers are not converted)"
@@ -235,7 +235,7 @@ def build_plan(
             continue
         expected_fn = SHAPES.get((kind, suffix))
         if expected_fn is None:
-            raise ConvertError(
+            raise UserError(
                 f"{entry.file}: tensor {name!r} ({gguf_name}) is not used by llama.cpp's "
                 f"{arch.arch_name}; remove it or convert with the matching architecture"
             )
@@ -243,7 +243,7 @@ def build_plan(
         shape = entry.shape
         if kind == T.TOKEN_EMBD or kind == T.OUTPUT:
             if len(shape) != 2 or shape[1] != dims.hidden or shape[0] < n_vocab_tokens:
-                raise ConvertError(
+                raise UserError(
                     f"{entry.file}: shape mismatch for {name!r}: {list(shape)}, expected "
                     f"[≥{n_vocab_tokens}, {dims.hidden}] (vocabulary × hidden_size); checkpoint "
                     "and config.json/tokenizer do not belong together"
@@ -251,12 +251,12 @@ def build_plan(
             if arch.trim_embedding_to_vocab:
                 shape = (n_vocab_tokens, shape[1])
             elif shape[0] != n_vocab_tokens:
-                raise ConvertError(
+                raise UserError(
                     f"{entry.file}: shape mismatch for {name!r}: {shape[0]} rows but the "
                     f"vocabulary has {n_vocab_tokens} tokens; check config.json vocab_size"
                 )
         elif shape != expected:
-            raise ConvertError(
+            raise UserError(
                 f"{entry.file}: shape mismatch for {name!r}: {list(shape)}, config.json implies "
                 f"{list(expected)}; checkpoint and config.json do not belong together"
             )
@@ -333,7 +333,7 @@ def _check_complete(
     if missing:
         kind, suffix, bid = missing[0]
         label = gguf.TENSOR_NAMES[kind].format(bid=bid) + "." + suffix
-        raise ConvertError(
+        raise UserError(
             f"{where}: checkpoint lacks {label} ({len(missing)} required tensors missing); "
             "download every shard of the checkpoint"
         )

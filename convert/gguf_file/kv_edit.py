@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gguf import GGUFValueType
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.files import temp_beside
 
 _FIXED = {
@@ -50,7 +50,7 @@ def _skip_value(f, vtype: int) -> None:
     elif vtype in _FIXED:
         f.seek(_FIXED[vtype], os.SEEK_CUR)
     else:
-        raise ConvertError(f"unknown GGUF value type {vtype}")
+        raise UserError(f"unknown GGUF value type {vtype}")
 
 
 def _encode(key: str, value: Value) -> bytes:
@@ -73,7 +73,7 @@ def set_metadata(src: str | Path, dst: str | Path, values: Mapping[str, Value]) 
     with open(src, "rb") as f:
         head = f.read(24)
         if len(head) < 24 or head[:4] != b"GGUF":
-            raise ConvertError(f"{src}: not a GGUF file")
+            raise UserError(f"{src}: not a GGUF file")
         version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
         kept: list[bytes] = []
         alignment = 32

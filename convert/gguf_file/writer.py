@@ -25,7 +25,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, quants
 
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
 from seachat.convert.checkpoint.tensor_plan import ConversionPlan, PlannedTensor
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 BLOCK_BYTES = 16 * 1024 * 1024
 ProgressFn = Callable[[int], None]  # called with bytes written since the last call
@@ -210,12 +210,12 @@ def write_gguf(
         with contextlib.suppress(OSError):
             tmp.unlink()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise ConvertError(
+            raise UserError(
                 f"{out_path}: not enough space on the device to write the GGUF "
                 f"({plan.total_bytes / 2**30:.2f} GiB needed); free space or choose another "
                 "output folder"
             ) from exc
-        raise ConvertError(f"{out_path}: write failed ({exc.strerror or exc})") from exc
+        raise UserError(f"{out_path}: write failed ({exc.strerror or exc})") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -258,7 +258,7 @@ def _write_tensor_data(
 
 def _finish(t: PlannedTensor, written: dict[str, int], fout, align: int) -> None:
     if written.get(t.gguf_name, 0) != t.out_bytes:
-        raise ConvertError(
+        raise UserError(
             f"internal error: {t.gguf_name} wrote {written.get(t.gguf_name, 0)} bytes, planned {t.out_bytes}"
         )
     _pad(fout, align)

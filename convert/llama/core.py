@@ -19,7 +19,7 @@ from pathlib import Path
 import llama_cpp as L
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -93,14 +93,14 @@ class Model:
         backend_init()
         self.path = Path(path)
         if not self.path.is_file():
-            raise ConvertError(f"{self.path}: no such model file")
+            raise UserError(f"{self.path}: no such model file")
         params = L.llama_model_default_params()
         params.vocab_only = vocab_only
         params.n_gpu_layers = n_gpu_layers
         with LlamaLog() as log:
             handle = L.llama_model_load_from_file(str(self.path).encode(), params)
         if not handle:
-            raise ConvertError(
+            raise UserError(
                 f"{self.path}: llama.cpp cannot load this model ({log.tail(2) or 'no detail'}); check that it is a complete GGUF"
             )
         self.handle = handle
@@ -138,7 +138,7 @@ class Model:
             buf = (L.llama_token * cap)()
             n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         if n < 0:
-            raise ConvertError(f"{self.path}: llama.cpp failed to tokenize the text")
+            raise UserError(f"{self.path}: llama.cpp failed to tokenize the text")
         return list(buf[:n])
 
 
@@ -174,7 +174,7 @@ class Context:
         with LlamaLog() as log:
             handle = L.llama_init_from_model(model.handle, params)
         if not handle:
-            raise ConvertError(
+            raise UserError(
                 f"{model.path}: llama.cpp cannot create a context ({log.tail(2) or 'no detail'})"
             )
         self.handle = handle
@@ -219,7 +219,7 @@ class Context:
         with LlamaLog() as log:
             rc = L.llama_decode(self.handle, b)
         if rc != 0:
-            raise ConvertError(
+            raise UserError(
                 f"{self.model.path}: llama.cpp decode failed (code {rc}: {log.tail(2) or 'no detail'})"
             )
         if not logits:

@@ -15,7 +15,7 @@ from pathlib import Path
 import llama_cpp as L
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.core import LlamaLog, backend_init, default_threads
 
 KvValue = str | int | float | bool
@@ -75,7 +75,7 @@ def run_llama_quantize(
         for i, (name, values) in enumerate(imatrix.items()):
             v = np.ascontiguousarray(values, dtype=np.float32)
             if not np.all(np.isfinite(v)):
-                raise ConvertError(
+                raise UserError(
                     f"importance matrix entry {name} holds non-finite values; recompute it"
                 )
             name_b = ctypes.c_char_p(name.encode())
@@ -109,5 +109,5 @@ def run_llama_quantize(
     del keep
     if rc != 0:
         detail = log.tail(2, match="failed") or log.tail(2)
-        raise ConvertError(f"{src}: llama.cpp could not quantize ({detail})")
+        raise UserError(f"{src}: llama.cpp could not quantize ({detail})")
     return log

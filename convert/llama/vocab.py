@@ -13,7 +13,7 @@ from types import TracebackType
 
 import llama_cpp
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 _log_lock = threading.Lock()
 _log_callback = None
@@ -43,7 +43,7 @@ class LlamaVocab:
         self.path = path
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self._model:
-            raise ConvertError(f"{path}: llama.cpp could not load the vocabulary of this GGUF")
+            raise UserError(f"{path}: llama.cpp could not load the vocabulary of this GGUF")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
     @property

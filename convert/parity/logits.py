@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.vocab import LlamaVocab, silence_llama_logs
 from seachat.convert.parity.probe_text import LANGUAGE_PROBES
 
@@ -89,7 +89,7 @@ def reference_logits(model_dir: Path, token_lists: Sequence[list[int]]) -> list[
         import torch
         from transformers import AutoModelForCausalLM
     except ImportError as exc:
-        raise ConvertError(
+        raise UserError(
             "logit parity needs torch and transformers: pip install 'seachat[verify]'"
         ) from exc
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.parity.tokens import ReferenceSpec, reference_ids
 from seachat.convert.tokenizer.vocab import AddedToken
 
@@ -56,7 +56,7 @@ class ReferenceJob:
         out, err = self._proc.communicate()
         if self._proc.returncode != 0:
             last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-            raise ConvertError(f"reference tokenizer failed: {last[0]}")
+            raise UserError(f"reference tokenizer failed: {last[0]}")
         return [tuple(pair) for pair in json.loads(out)]  # type: ignore[misc]
 
     def cancel(self) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.core import Model
 
 CHAT_STEM = "chat"
@@ -40,14 +40,14 @@ def read_text_sources(path: str | Path | None) -> dict[str, str]:
     if path.is_dir():
         files = sorted(p for p in path.glob("*.txt") if p.is_file())
         if not files:
-            raise ConvertError(f"{path}: no .txt files; put one <language>.txt per language there")
+            raise UserError(f"{path}: no .txt files; put one <language>.txt per language there")
     elif path.is_file():
         files = [path]
     else:
-        raise ConvertError(f"{path}: no such calibration file or directory")
+        raise UserError(f"{path}: no such calibration file or directory")
     out = read_language_files(files)
     if not out:
-        raise ConvertError(f"{path}: the calibration text is empty")
+        raise UserError(f"{path}: the calibration text is empty")
     return out
 
 
@@ -58,7 +58,7 @@ def read_language_files(files: Sequence[Path]) -> dict[str, str]:
         try:
             text = f.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ConvertError(f"{f}: not UTF-8 text; save it as UTF-8") from None
+            raise UserError(f"{f}: not UTF-8 text; save it as UTF-8") from None
         if text.strip():
             out[f.stem] = text
     return out
@@ -166,7 +166,7 @@ def build_calibration(
     if mix:
         missing = [k for k, w in mix.items() if w > 0 and k not in texts]
         if missing and strict_mix:
-            raise ConvertError(
+            raise UserError(
                 f"calibration text lacks {', '.join(missing)} named in the profile's mix; available: {', '.join(sorted(texts))}"
             )
         if missing:
@@ -181,7 +181,7 @@ def build_calibration(
         weights = dict.fromkeys(texts, 1.0)
     weights = {k: w for k, w in weights.items() if w > 0}
     if not weights:
-        raise ConvertError("the calibration mix selects no text")
+        raise UserError("the calibration mix selects no text")
 
     streams: dict[str, list[int]] = {}
     template = model.meta("tokenizer.chat_template")
@@ -197,7 +197,7 @@ def build_calibration(
         while toks and toks[0] == model.bos:
             toks = toks[1:]
         if len(toks) < min_tokens:
-            raise ConvertError(
+            raise UserError(
                 f"calibration text for {lang} has only {len(toks)} tokens; give at least {min_tokens}"
             )
         streams[lang] = toks

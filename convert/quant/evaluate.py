@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.core import Context, Model
 
 Progress = Callable[[str, int, int], None]  # (language, tokens done, tokens total)
@@ -131,7 +131,7 @@ def read_eval_texts(
     elif path.is_dir():
         files = sorted(p for p in path.glob("*.txt") if p.is_file())
     else:
-        raise ConvertError(
+        raise UserError(
             f"{path}: no such evaluation text directory; give a folder of <language>.txt files"
         )
     if languages:
@@ -139,10 +139,10 @@ def read_eval_texts(
         files = [f for f in files if f.stem in wanted]
         missing = wanted - {f.stem for f in files}
         if missing:
-            raise ConvertError(f"{path}: no text for {', '.join(sorted(missing))}")
+            raise UserError(f"{path}: no text for {', '.join(sorted(missing))}")
     texts = read_language_files(files)
     if not texts:
-        raise ConvertError(f"{path}: no non-empty .txt files to evaluate on")
+        raise UserError(f"{path}: no non-empty .txt files to evaluate on")
     return texts
 
 
@@ -233,7 +233,7 @@ def evaluate_models(
             cm = Model(m, n_gpu_layers=n_gpu_layers)
             cand_models.append(cm)
             if cm.n_vocab != ref_model.n_vocab:
-                raise ConvertError(
+                raise UserError(
                     f"{m}: vocabulary of {cm.n_vocab} tokens differs from the reference's {ref_model.n_vocab}; evaluate against the model it was made from"
                 )
         batch = min(n_batch, n_ctx)

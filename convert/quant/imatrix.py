@@ -24,7 +24,7 @@ from pathlib import Path
 import llama_cpp as L
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.core import Context, Model
 from seachat.convert.llama.ggml_ctypes import GGML_TYPE_F32, GGMLTensor, ggml
 
@@ -65,7 +65,7 @@ class Imatrix:
             if mine is None:
                 self.entries[name] = ImatrixEntry(e.sums.copy(), e.counts.copy())
             elif mine.sums.shape != e.sums.shape:
-                raise ConvertError(
+                raise UserError(
                     f"importance matrices disagree on the shape of {name}: {mine.sums.shape} vs {e.sums.shape}"
                 )
             else:
@@ -131,7 +131,7 @@ class ImatrixCollector:
             )
             self.stats[name] = e
         elif e.sums.shape != (n_mat, n_cols):
-            raise ConvertError(
+            raise UserError(
                 f"inconsistent activation shape for {name}: {e.sums.shape} vs {(n_mat, n_cols)}"
             )
         return e
@@ -151,9 +151,7 @@ class ImatrixCollector:
         rows = int(src1.ne[1] * src1.ne[2] * src1.ne[3])
         e.counts += rows // n_mat
         if not np.all(np.isfinite(e.sums)):
-            raise ConvertError(
-                f"non-finite activations in {name}; the model or its input is broken"
-            )
+            raise UserError(f"non-finite activations in {name}; the model or its input is broken")
 
     def _collect_mul_mat_id(
         self, name: str, t: GGMLTensor, src0: GGMLTensor, src1: GGMLTensor
@@ -169,7 +167,7 @@ class ImatrixCollector:
             rows = x[:, idx % ne1, :]
             experts = ids[:, idx]
             if np.any((experts < 0) | (experts >= n_as)):
-                raise ConvertError(f"expert id out of range in {name}")
+                raise UserError(f"expert id out of range in {name}")
             np.add.at(e.sums, experts, rows * rows)
             np.add.at(e.counts, experts, 1)
 
@@ -215,7 +213,7 @@ def compute_imatrix(
     all rows; n_batch bounds how many logits rows llama.cpp holds at once."""
     chunks = [list(c) for c in chunks]
     if not chunks:
-        raise ConvertError("no calibration text left to compute an importance matrix from")
+        raise UserError("no calibration text left to compute an importance matrix from")
     longest = max(len(c) for c in chunks)
     collector = ImatrixCollector(process_output=process_output)
     done = 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.files import temp_beside
 from seachat.convert.quant.imatrix import Imatrix, ImatrixEntry
 
@@ -68,10 +68,10 @@ def write_imatrix(imatrix: Imatrix, path: str | Path) -> Path:
 
 
 def read_imatrix(path: str | Path) -> Imatrix:
-    """Read a GGUF imatrix, or a legacy .dat one; ConvertError naming the file otherwise."""
+    """Read a GGUF imatrix, or a legacy .dat one; UserError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ConvertError(f"{path}: no such importance-matrix file")
+        raise UserError(f"{path}: no such importance-matrix file")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"GGUF":
@@ -85,7 +85,7 @@ def _read_gguf(path: Path) -> Imatrix:
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # noqa: BLE001 - gguf raises assorted errors on bad files
-        raise ConvertError(f"{path}: not a readable GGUF imatrix ({exc})") from exc
+        raise UserError(f"{path}: not a readable GGUF imatrix ({exc})") from exc
 
     def field_value(key: str):
         f = reader.fields.get(key)
@@ -95,7 +95,7 @@ def _read_gguf(path: Path) -> Imatrix:
     chunk_count = field_value(KEY_CHUNK_COUNT)
     chunk_size = field_value(KEY_CHUNK_SIZE)
     if field_value(KEY_DATASETS) is None or chunk_count is None or chunk_size is None:
-        raise ConvertError(
+        raise UserError(
             f"{path}: GGUF file without imatrix metadata (imatrix.datasets/chunk_count/chunk_size); is it an importance matrix?"
         )
     sums: dict[str, np.ndarray] = {}
@@ -107,11 +107,11 @@ def _read_gguf(path: Path) -> Imatrix:
         elif t.name.endswith(COUNT_SUFFIX):
             counts[t.name[: -len(COUNT_SUFFIX)]] = data
     if not sums:
-        raise ConvertError(f"{path}: the importance matrix holds no entries")
+        raise UserError(f"{path}: the importance matrix holds no entries")
     entries: dict[str, ImatrixEntry] = {}
     for name in sorted(set(sums) | set(counts)):
         if name not in sums or name not in counts:
-            raise ConvertError(
+            raise UserError(
                 f"{path}: {name} has sums without counts (or the reverse); the file is damaged"
             )
         c = np.rint(counts[name].reshape(-1)).astype(np.int64)
@@ -129,24 +129,24 @@ def _read_legacy(path: Path) -> Imatrix:
         nonlocal pos
         size = struct.calcsize(fmt)
         if pos + size > len(data):
-            raise ConvertError(f"{path}: truncated legacy imatrix (.dat) file; recompute it")
+            raise UserError(f"{path}: truncated legacy imatrix (.dat) file; recompute it")
         vals = struct.unpack_from(fmt, data, pos)
         pos += size
         return vals
 
     (n_entries,) = take("<i")
     if n_entries < 1 or n_entries > 1_000_000:
-        raise ConvertError(f"{path}: neither a GGUF nor a legacy .dat importance matrix")
+        raise UserError(f"{path}: neither a GGUF nor a legacy .dat importance matrix")
     raw: dict[str, tuple[int, np.ndarray]] = {}
     for _ in range(n_entries):
         (n,) = take("<i")
         if not 0 < n < 4096:
-            raise ConvertError(f"{path}: neither a GGUF nor a legacy .dat importance matrix")
+            raise UserError(f"{path}: neither a GGUF nor a legacy .dat importance matrix")
         name = data[pos : pos + n].decode("utf-8", errors="replace")
         pos += n
         ncall, nval = take("<ii")
         if nval < 1:
-            raise ConvertError(f"{path}: entry {name} has no values; the file is damaged")
+            raise UserError(f"{path}: entry {name} has no values; the file is damaged")
         values = np.frombuffer(data, dtype="<f4", count=nval, offset=pos).astype(np.float64)
         pos += 4 * nval
         raw[name] = (ncall, values)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import TYPES, TYPES_BY_ID, GGMLType
 from seachat.convert.gguf_file.reader import GGUFHeader, TensorInfo
 from seachat.convert.quant.profiles import Profile
@@ -260,7 +260,7 @@ def plan_tensors(
         if rule.layers is not None:
             problem = rule.layers.problem(n_layer)
             if problem:
-                raise ConvertError(
+                raise UserError(
                     f"{profile.source or profile.name}: {rule.describe()}: {problem} of {source}; fix the range"
                 )
     used: set[int] = set()
@@ -363,12 +363,12 @@ def check_written(plan: QuantPlan, header: GGUFHeader) -> None:
     for t in plan.tensors:
         w = written.get(t.name)
         if w is None:
-            raise ConvertError(
+            raise UserError(
                 f"{header.path}: tensor {t.name} is missing from llama.cpp's output; this is a seachat bug, please report it"
             )
         got = TYPES_BY_ID.get(w.ggml_type)
         got_name = got.name if got else w.type_name.lower()
         if got_name != t.final:
-            raise ConvertError(
+            raise UserError(
                 f"{header.path}: llama.cpp wrote {t.name} as {got_name} but the plan says {t.final}; this is a seachat bug, please report it"
             )

@@ -2,7 +2,7 @@
 
 A profile is read and checked completely before any work starts: an unknown type, a regex
 that does not compile, a layer range that is empty or backwards, an unknown key — each is a
-one-line ConvertError naming the file, the rule and the fix. Checks that need the model (a
+one-line UserError naming the file, the rule and the fix. Checks that need the model (a
 layer range past the model's last layer) happen when the profile is planned against a GGUF
 (seachat.convert.quant.plan), still before anything is written.
 
@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import (
     DEFAULT_FILE_TYPE,
     LLAMA_CPP_FALLBACKS,
@@ -267,8 +267,8 @@ class Profile:
         return used
 
 
-def _err(where: str, message: str) -> ConvertError:
-    return ConvertError(f"{where}: {message}")
+def _err(where: str, message: str) -> UserError:
+    return UserError(f"{where}: {message}")
 
 
 def _type(where: str, value: Any, what: str) -> GGMLType:
@@ -281,7 +281,7 @@ def _type(where: str, value: Any, what: str) -> GGMLType:
 
 
 def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profile:
-    """Validate a parsed TOML table and build the Profile; ConvertError on the first problem."""
+    """Validate a parsed TOML table and build the Profile; UserError on the first problem."""
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise _err(
@@ -536,11 +536,11 @@ def load_profile_file(path: str | Path) -> Profile:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConvertError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
+        raise UserError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConvertError(f"{path}: not valid TOML ({exc}); fix the syntax") from exc
+        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from exc
     except UnicodeDecodeError:
-        raise ConvertError(f"{path}: not UTF-8 text; save the profile as UTF-8") from None
+        raise UserError(f"{path}: not UTF-8 text; save the profile as UTF-8") from None
     return profile_from_dict(data, str(path))
 
 
@@ -572,10 +572,10 @@ def load_profile(spec: str | Path | Profile) -> Profile:
     path = Path(text)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConvertError(
+            raise UserError(
                 f"{path}: no such profile file; give a TOML path or one of: {', '.join(shipped)}"
             )
         return load_profile_file(path)
-    raise ConvertError(
+    raise UserError(
         f"unknown profile {text!r}; use one of: {', '.join(shipped)} (see `seachat profiles`), or a .toml path"
     )

@@ -4,7 +4,7 @@ quantizer, per-language evaluation, metadata — the one entry point `seachat qu
 
     quantize_with_profile(src_gguf, out_gguf, "sea-q4")
 
-1. The profile is validated and planned against the source's tensors (ConvertError before
+1. The profile is validated and planned against the source's tensors (UserError before
    any work when something is wrong).
 2. When the profile wants an importance matrix (or one is asked for with `calibration`), it
    is read from `imatrix` or computed on token-balanced calibration text — the shipped text
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.files import temp_beside
 from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
 from seachat.convert.gguf_file.reader import GGUFFormatError, read_gguf_header
@@ -126,7 +126,7 @@ def _header(path: Path):
     try:
         return read_gguf_header(path)
     except GGUFFormatError as exc:
-        raise ConvertError(f"{exc}; give an F16/BF16/F32 GGUF") from None
+        raise UserError(f"{exc}; give an F16/BF16/F32 GGUF") from None
 
 
 def _tmp_beside(out: Path, tag: str) -> Path:
@@ -215,7 +215,7 @@ def quantize_with_profile(
 ) -> QuantizeReport:
     """Quantize src_gguf (F32/F16/BF16) into out_gguf with a profile (shipped name or TOML
     path). See the module docstring for the steps. Returns a QuantizeReport; raises
-    ConvertError (one line, naming the file and the fix) on bad input. `source_label` names
+    UserError (one line, naming the file and the fix) on bad input. `source_label` names
     the source in the report when src_gguf is a temporary file (`convert --profile`)."""
     from seachat.convert.gguf_file.kv_edit import set_metadata
     from seachat.convert.llama.quantizer import run_llama_quantize
@@ -224,26 +224,26 @@ def quantize_with_profile(
     src, out = Path(src_gguf), Path(out_gguf)
     prof = load_profile(profile)
     if not src.is_file():
-        raise ConvertError(f"{src}: no such GGUF file")
+        raise UserError(f"{src}: no such GGUF file")
     if out.exists() and not overwrite:
-        raise ConvertError(f"{out}: already exists; remove it or choose another output path")
+        raise UserError(f"{out}: already exists; remove it or choose another output path")
     if out.exists() and out.resolve() == src.resolve():
-        raise ConvertError(f"{out}: output and input are the same file; choose another output path")
+        raise UserError(f"{out}: output and input are the same file; choose another output path")
     if not out.parent.is_dir():
-        raise ConvertError(f"{out.parent}: output folder does not exist")
+        raise UserError(f"{out.parent}: output folder does not exist")
     header = _header(src)
     plan = plan_for_header(prof, header)
     requant = sorted(
         {t.source_type for t in plan.tensors if t.quantize and t.source_type not in _SOURCE_TYPES}
     )
     if requant and not allow_requantize:
-        raise ConvertError(
+        raise UserError(
             f"{src}: holds already-quantized tensors ({', '.join(requant)}); quantize from an F16/BF16/F32 GGUF "
             "(seachat convert --outtype f16), or pass --allow-requantize and accept the extra loss"
         )
     for path in (imatrix, calibration, eval_text):
         if path is not None and not Path(path).exists():
-            raise ConvertError(f"{path}: no such file or directory")
+            raise UserError(f"{path}: no such file or directory")
     texts = None
     if evaluate:
         from seachat.convert.quant.evaluate import read_eval_texts
@@ -286,7 +286,7 @@ def quantize_with_profile(
                 continue
             n_mat = shape[2] if len(shape) > 2 else 1
             if entry.sums.size != shape[0] * n_mat:
-                raise ConvertError(
+                raise UserError(
                     f"{imatrix or 'importance matrix'}: {name} has {entry.sums.size} values but the model's tensor has "
                     f"{shape[0] * n_mat} columns; the matrix was made for another model, compute one for this model"
                 )

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.files import write_text_atomic
 from seachat.convert.gguf_file.ggml_types import DEFAULT_FILE_TYPE, TYPES
 from seachat.convert.gguf_file.reader import GGUFHeader, read_gguf_header
@@ -147,7 +147,7 @@ def make_groups(
             g = Group(key, kind, layers, [], 0, row, [t for t in ladder if t != top] + [top], top)
             groups[key] = g
         elif int(t.shape[0]) % 256 != g.row % 256 or int(t.shape[0]) % 32 != g.row % 32:
-            raise ConvertError(
+            raise UserError(
                 f"{header.path}: tensors of group {key} differ in row length; seachat cannot group them"
             )
         g.tensors.append(t.name)
@@ -308,7 +308,7 @@ def _delta_matrix(groups: list[Group], delta: dict, languages: list[str]) -> lis
                 continue
             entry = delta.get(f"{g.key}|{ty}")
             if entry is None:
-                raise ConvertError(f"no measurement for {g.key} at {ty}; run the measurement again")
+                raise UserError(f"no measurement for {g.key} at {ty}; run the measurement again")
             rows.append(np.array([max(0.0, float(entry[lang])) for lang in languages]))
         out.append(np.vstack(rows))
     return out
@@ -361,7 +361,7 @@ def allocate(
     avail = budget_bytes - fixed_bytes
     min_bytes = sum(min(g.nbytes[t] for t in g.ladder) for g in groups)
     if avail < min_bytes:
-        raise ConvertError(
+        raise UserError(
             f"budget of {budget_bytes} bytes is below the smallest this model can be made with these ladders ({min_bytes + fixed_bytes} bytes); raise --budget"
         )
     unit = max(1, math.ceil(avail / cells))
@@ -381,7 +381,7 @@ def allocate(
         lam = lam * np.exp(0.5 * k / max(float(k.max()), 1e-12))
         lam /= lam.sum()
     if best is None:
-        raise ConvertError("no type assignment fits the budget")
+        raise UserError("no type assignment fits the budget")
     picked = _local_search(best[2], mats, groups, avail)
     choice = {g.key: g.ladder[j] for g, j in zip(groups, picked, strict=True)}
     k = sum(m[j] for m, j in zip(mats, picked, strict=True))
@@ -655,8 +655,8 @@ def allocate_for_header(profile, header: GGUFHeader):  # -> Profile
         alloc, usable = solve_for_header(
             profile, header, measurements, budget_bytes, spec.ranges, spec.fixed
         )
-    except ConvertError as exc:
-        raise ConvertError(
+    except UserError as exc:
+        raise UserError(
             f"{profile.source or profile.name}: cannot fit {header.path} within the {budget_desc} ({exc})"
         ) from None
     rules = []

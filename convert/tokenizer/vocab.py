@@ -23,7 +23,7 @@ from typing import Any
 import gguf
 from gguf import TokenType
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.parity.probe_text import probe_texts
 from seachat.convert.tokenizer import pretokenizer
 from seachat.convert.tokenizer.special_tokens import SpecialTokens, read_special_tokens
@@ -88,9 +88,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConvertError(f"{path}: unreadable JSON ({exc}); re-download the file") from exc
+        raise UserError(f"{path}: unreadable JSON ({exc}); re-download the file") from exc
     if not isinstance(data, dict):
-        raise ConvertError(f"{path}: expected a JSON object; re-download the file")
+        raise UserError(f"{path}: expected a JSON object; re-download the file")
     return data
 
 
@@ -175,12 +175,10 @@ def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vo
         sp = SentencePieceProcessor()
         sp.LoadFromSerializedProto(raw)
     except Exception as exc:  # protobuf and sentencepiece raise assorted types
-        raise ConvertError(
-            f"{path}: not a valid SentencePiece model ({exc}); re-download it"
-        ) from exc
+        raise UserError(f"{path}: not a valid SentencePiece model ({exc}); re-download it") from exc
     n = sp.vocab_size()
     if vocab_size and n > vocab_size:
-        raise ConvertError(
+        raise UserError(
             f"{path}: tokenizer has {n} pieces but config.json vocab_size is {vocab_size}; "
             "tokenizer and checkpoint do not belong together"
         )
@@ -232,7 +230,7 @@ def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vo
             post_processor=post_processor,
         )
     if model_type != spm_pb2.TrainerSpec.BPE:
-        raise ConvertError(
+        raise UserError(
             f"{path}: SentencePiece model type {model_type} is not supported (BPE or Unigram only)"
         )
     return Vocab(
@@ -357,7 +355,7 @@ def load_tokenizer_json(model_dir: Path, vocab_size: int, pad: bool = True) -> V
             post_processor=tj.get("post_processor"),
         )
     if kind != "BPE":
-        raise ConvertError(
+        raise UserError(
             f"{path}: tokenizer model {kind!r} is not supported (BPE, Unigram or a "
             "SentencePiece tokenizer.model)"
         )
@@ -400,7 +398,7 @@ def load_tokenizer_json(model_dir: Path, vocab_size: int, pad: bool = True) -> V
 
     pre, how = pretokenizer.detect(tj, probe_texts())
     if pre is None:
-        raise ConvertError(
+        raise UserError(
             f"{path}: the byte-level pre-tokenizer is not one llama.cpp implements ({how}); "
             "seachat cannot produce a GGUF that tokenizes like the original"
         )
@@ -444,7 +442,7 @@ def load_vocab(model_dir: Path, config: dict[str, Any], pad: bool = True) -> Voc
     elif (model_dir / "tokenizer.json").is_file():
         vocab = load_tokenizer_json(model_dir, vocab_size, pad)
     else:
-        raise ConvertError(
+        raise UserError(
             f"{model_dir}: no tokenizer.model or tokenizer.json; download the tokenizer files "
             "with the checkpoint"
         )

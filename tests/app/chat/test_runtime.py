@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from seachat.app.chat.runtime import Runtime, SamplingParams, system_backend
-from seachat.app.errors import UserError
 from seachat.app.text.segment import grapheme_boundaries
+from seachat.convert.errors import UserError
 from tests.app.scripts import ALL
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=48, repeat_penalty=1.0)

@@ -11,7 +11,7 @@ import pytest
 from seachat.app.chat import store as store_mod
 from seachat.app.chat.export import export, safe_filename
 from seachat.app.chat.store import INTERRUPTED, SCHEMA_VERSION, STREAMING, Store
-from seachat.app.errors import UserError
+from seachat.convert.errors import UserError
 from tests.app.scripts import ARABIC, BURMESE, KHMER, LAO, THAI
 
 

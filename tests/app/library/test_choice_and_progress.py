@@ -7,10 +7,10 @@ import io
 
 import pytest
 
-from seachat.app.errors import UserError
 from seachat.app.hub.repo import Ambiguous, PullSpec, RepoGGUF, choose, parse_spec, split_parts
 from seachat.app.text.progress import TransferProgress
 from seachat.app.text.table import clip, render
+from seachat.convert.errors import UserError
 from tests.app.libtest import ARABIC_NAME, BURMESE_NAME, KHMER_NAME, LAO_NAME, THAI_NAME
 from tests.fixtures.terminal_width import glibc_width
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint, read_header
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 
 
 def test_bf16_widening_is_exact(tmp_path) -> None:
@@ -29,16 +29,16 @@ def test_header_offsets_are_validated(tmp_path) -> None:
     path = tmp_path / "model.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[:-4])
-    with pytest.raises(ConvertError, match="truncated"):
+    with pytest.raises(UserError, match="truncated"):
         read_header(path)
     path.write_bytes(b"\x05\x00")
-    with pytest.raises(ConvertError, match="not a safetensors file"):
+    with pytest.raises(UserError, match="not a safetensors file"):
         read_header(path)
 
 
 def test_no_weights_at_all(tmp_path) -> None:
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
-    with pytest.raises(ConvertError, match="convert .bin/.pth weights to safetensors"):
+    with pytest.raises(UserError, match="convert .bin/.pth weights to safetensors"):
         SafetensorsCheckpoint(tmp_path)
 
 
@@ -50,7 +50,7 @@ def test_same_tensor_in_two_shards_is_refused(tmp_path) -> None:
     (tmp_path / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"w": "a.safetensors", "w2": "b.safetensors"}})
     )
-    with pytest.raises(ConvertError, match="different checkpoints"):
+    with pytest.raises(UserError, match="different checkpoints"):
         SafetensorsCheckpoint(tmp_path)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.quantizer import run_llama_quantize
 from seachat.convert.quant.evaluate import (
     _kl_rows,
@@ -119,10 +119,10 @@ def test_memory_stays_bounded_by_the_batch(tiny_llama: Path, sea_texts: dict[str
 
 
 def test_bad_inputs_name_the_file(tmp_path: Path, tiny_llama: Path, gemma3_gguf: Path):
-    with pytest.raises(ConvertError, match="no such evaluation text directory"):
+    with pytest.raises(UserError, match="no such evaluation text directory"):
         read_eval_texts(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConvertError, match="no non-empty .txt"):
+    with pytest.raises(UserError, match="no non-empty .txt"):
         read_eval_texts(tmp_path / "empty")
-    with pytest.raises(ConvertError, match="vocabulary"):
+    with pytest.raises(UserError, match="vocabulary"):
         evaluate_models(tiny_llama, [gemma3_gguf], {"eng_Latn": "hello there " * 20}, max_tokens=32)

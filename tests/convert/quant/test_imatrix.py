@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.llama.core import Model
 from seachat.convert.quant.calibration import (
     build_calibration,
@@ -128,9 +128,9 @@ def test_legacy_dat_is_read(tmp_path: Path):
 def test_damaged_files_are_rejected_with_the_file_name(tmp_path: Path):
     bad = tmp_path / "junk.gguf"
     bad.write_bytes(b"not an imatrix at all, just text" * 4)
-    with pytest.raises(ConvertError, match="junk.gguf"):
+    with pytest.raises(UserError, match="junk.gguf"):
         read_imatrix(bad)
-    with pytest.raises(ConvertError, match="no such importance-matrix file"):
+    with pytest.raises(UserError, match="no such importance-matrix file"):
         read_imatrix(tmp_path / "missing.gguf")
 
 
@@ -176,7 +176,7 @@ def test_calibration_is_balanced_by_tokens_not_bytes(tiny_llama: Path):
         )
         assert cset.limited_by == "tha_Thai"
         assert cset.tokens["eng_Latn"] == cset.tokens["tha_Thai"]
-        with pytest.raises(ConvertError, match="lacks lao_Laoo"):
+        with pytest.raises(UserError, match="lacks lao_Laoo"):
             build_calibration(m, short, mix={"lao_Laoo": 1, "eng_Latn": 1}, total_tokens=1000)
 
 

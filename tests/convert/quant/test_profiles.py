@@ -10,7 +10,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import TYPES
 from seachat.convert.gguf_file.reader import TensorInfo, read_gguf_header
 from seachat.convert.quant.plan import plan_for_header, plan_tensors
@@ -160,7 +160,7 @@ def test_invalid_allocate_sections(allocate, message, tmp_path: Path):
     (tmp_path / "m.json").write_text(
         '{"settings": {}, "delta": {"output|q8_0": {"eng_Latn": 0.1}}}', encoding="utf-8"
     )
-    with pytest.raises(ConvertError, match=re.escape(message)):
+    with pytest.raises(UserError, match=re.escape(message)):
         profile_from_dict({**BASE, "allocate": allocate}, str(tmp_path / "p.toml"))
 
 
@@ -207,7 +207,7 @@ def test_ggml_type_ids_match_llama_cpp():
     ],
 )
 def test_invalid_profiles_are_rejected_with_one_line(extra, message):
-    with pytest.raises(ConvertError) as info:
+    with pytest.raises(UserError) as info:
         profile_from_dict({**BASE, **extra}, "bad.toml")
     text = str(info.value)
     assert message in text
@@ -215,26 +215,26 @@ def test_invalid_profiles_are_rejected_with_one_line(extra, message):
 
 
 def test_missing_required_key_and_bad_toml_name_the_file(tmp_path: Path):
-    with pytest.raises(ConvertError, match="missing required key 'default_type'"):
+    with pytest.raises(UserError, match="missing required key 'default_type'"):
         profile_from_dict({k: v for k, v in BASE.items() if k != "default_type"}, "x.toml")
     bad = tmp_path / "broken.toml"
     bad.write_text('name = "x"\nsummary = \n', encoding="utf-8")
-    with pytest.raises(ConvertError, match=r"broken\.toml: not valid TOML"):
+    with pytest.raises(UserError, match=r"broken\.toml: not valid TOML"):
         load_profile_file(bad)
 
 
 def test_unknown_profile_name_lists_the_shipped_ones():
-    with pytest.raises(ConvertError) as info:
+    with pytest.raises(UserError) as info:
         load_profile("sea-q7")
     assert "sea-q4" in str(info.value) and "q4_k_m" in str(info.value)
 
 
 def test_layer_range_past_the_model_is_rejected_at_plan_time():
     prof = _profile(rules=[{"kind": "attn_v", "layers": "6-9", "type": "q6_k"}])
-    with pytest.raises(ConvertError, match="ends past the model's last block"):
+    with pytest.raises(UserError, match="ends past the model's last block"):
         plan_tensors(prof, _model(n_layer=8), n_layer=8)
     prof = _profile(rules=[{"kind": "attn_v", "layers": "12-", "type": "q6_k"}])
-    with pytest.raises(ConvertError, match="starts past"):
+    with pytest.raises(UserError, match="starts past"):
         plan_tensors(prof, _model(n_layer=8), n_layer=8)
 
 

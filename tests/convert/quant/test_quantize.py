@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import file_type_id
 from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
 from seachat.convert.gguf_file.reader import read_gguf_header
@@ -205,7 +205,7 @@ def test_stock_profiles_reproduce_llama_cpp_on_gemma3_with_an_imatrix(
 
 
 def test_requantizing_a_quantized_file_needs_consent(gemma3_gguf: Path, tmp_path: Path):
-    with pytest.raises(ConvertError, match="already-quantized tensors"):
+    with pytest.raises(UserError, match="already-quantized tensors"):
         quantize_with_profile(gemma3_gguf, tmp_path / "x.gguf", "q4_k_m", evaluate=False)
     assert not list(tmp_path.iterdir())
 
@@ -215,14 +215,14 @@ def test_refuses_to_overwrite_and_rejects_bad_profiles_before_work(
 ):
     out = tmp_path / "exists.gguf"
     out.write_bytes(b"user data")
-    with pytest.raises(ConvertError, match="already exists"):
+    with pytest.raises(UserError, match="already exists"):
         quantize_with_profile(tiny_llama, out, "q4_k_m", evaluate=False)
     assert out.read_bytes() == b"user data"
     bad = tmp_path / "bad.toml"
     bad.write_text(
         'name = "bad"\nsummary = "x"\ntarget_bpw = 4.0\ndefault_type = "q4_q"\n', encoding="utf-8"
     )
-    with pytest.raises(ConvertError, match=r"bad\.toml: default_type: unknown ggml type 'q4_q'"):
+    with pytest.raises(UserError, match=r"bad\.toml: default_type: unknown ggml type 'q4_q'"):
         quantize_with_profile(tiny_llama, tmp_path / "new.gguf", bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "exists.gguf"]
 
@@ -247,7 +247,7 @@ def test_interrupted_run_leaves_nothing_behind(tiny_llama: Path, tmp_path: Path)
 
 
 def test_missing_output_folder_is_a_clear_error(tiny_llama: Path, tmp_path: Path):
-    with pytest.raises(ConvertError, match="output folder does not exist"):
+    with pytest.raises(UserError, match="output folder does not exist"):
         quantize_with_profile(tiny_llama, tmp_path / "no" / "out.gguf", "q4_k_m", evaluate=False)
 
 
@@ -275,7 +275,7 @@ def test_an_imatrix_for_another_model_is_rejected(tiny_llama: Path, tmp_path: Pa
     )
     path = write_imatrix(wrong, tmp_path / "other.gguf")
     with pytest.raises(
-        ConvertError, match=r"other\.gguf: blk\.0\.attn_q\.weight has 640 values .* 256 columns"
+        UserError, match=r"other\.gguf: blk\.0\.attn_q\.weight has 640 values .* 256 columns"
     ):
         quantize_with_profile(
             tiny_llama, tmp_path / "out.gguf", "q4_k_m", imatrix=path, evaluate=False

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seachat.convert.errors import ConvertError
+from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.reader import read_gguf_header
 from seachat.convert.quant.plan import plan_for_header
 from seachat.convert.quant.profiles import load_profile_file, profile_from_dict
@@ -87,7 +87,7 @@ def test_allocation_respects_the_budget_and_rejects_impossible_ones():
     groups, delta = _synthetic(rng, 8, 6)
     langs = [f"L{i}" for i in range(6)]
     cheapest = sum(g.nbytes["a"] for g in groups)
-    with pytest.raises(ConvertError, match="budget"):
+    with pytest.raises(UserError, match="budget"):
         allocate(groups, delta, langs, cheapest - 1, fixed_bytes=0)
     generous = sum(g.nbytes["src"] for g in groups)
     alloc = allocate(groups, delta, langs, generous, fixed_bytes=0)

@@ -99,7 +99,7 @@ def test_unknown_pre_tokenizer_refused_by_converter(tiny_dir, tmp_path) -> None:
     import shutil
 
     from seachat.convert import pipeline
-    from seachat.convert.errors import ConvertError
+    from seachat.convert.errors import UserError
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_dir("qwen2-bpe"), ckpt)
@@ -108,5 +108,5 @@ def test_unknown_pre_tokenizer_refused_by_converter(tiny_dir, tmp_path) -> None:
         r"\p{L}{1,2}|\p{N}|\s+|[^\s\p{L}\p{N}]+"
     )
     (ckpt / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
-    with pytest.raises(ConvertError, match="pre-tokenizer is not one llama.cpp implements"):
+    with pytest.raises(UserError, match="pre-tokenizer is not one llama.cpp implements"):
         pipeline.prepare(str(ckpt), "f16")
