@@ -13,15 +13,8 @@ from pathlib import Path
 
 import click
 
+from seachat.app.cli.options import models_dir_option
 from seachat.convert.errors import UserError
-
-MODELS_DIR_OPTION = click.option(
-    "--models-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Models directory (default: $SEACHAT_MODELS_DIR, else the seachat data directory).",
-)
-
 
 # --------------------------------------------------------------------------- models
 
@@ -36,7 +29,7 @@ def _languages_label(langs: tuple[str, ...], limit: int = 5) -> str:
 
 
 @click.command()
-@MODELS_DIR_OPTION
+@models_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @click.option(
     "--ctx",
@@ -152,7 +145,7 @@ def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
 
 @click.command()
 @click.argument("name")
-@MODELS_DIR_OPTION
+@models_dir_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def rm(name: str, models_dir: Path | None, yes: bool) -> None:
     """Remove a model (or an unfinished download) from the library.
@@ -223,7 +216,7 @@ def _match_for_rm(name: str, root: Path) -> list[Path]:
 
 @click.command()
 @click.argument("spec", metavar="REPO[:PROFILE_OR_FILE]")
-@MODELS_DIR_OPTION
+@models_dir_option
 @click.option("--revision", default="main", show_default=True, help="Branch, tag or commit.")
 @click.option("--offline", is_flag=True, help="Do not use the network (also: HF_HUB_OFFLINE=1).")
 @click.option("--list", "list_only", is_flag=True, help="List the repository's GGUF files.")

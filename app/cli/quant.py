@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from seachat.app.cli.options import llama_compute_options
+
 
 class StatusLine:
     """One updating status line on stderr (plain lines when stderr is not a terminal)."""
@@ -38,20 +40,6 @@ class StatusLine:
 
 def _path(p: str | None) -> Path | None:
     return Path(p) if p else None
-
-
-def llama_compute_options(command):
-    """--gpu-layers and --threads, the same for every command that runs the model."""
-    command = click.option(
-        "--threads", "-t", type=int, help="CPU threads (default: all available, at most 8)."
-    )(command)
-    return click.option(
-        "--gpu-layers",
-        type=int,
-        default=0,
-        show_default=True,
-        help="Layers to offload for imatrix/evaluation (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
-    )(command)
 
 
 @click.command()
