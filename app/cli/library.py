@@ -41,9 +41,10 @@ def _languages_label(langs: tuple[str, ...], limit: int = 5) -> str:
 def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
     """List the GGUF models in the library, unreadable files, and unfinished downloads."""
     from seachat.app.library.catalog import list_models, list_partials, read_source
-    from seachat.app.library.model_info import PLANNING_CONTEXT, available_ram, human_bytes
+    from seachat.app.library.model_info import PLANNING_CONTEXT, available_ram
     from seachat.app.paths import models_dir as resolve_dir
     from seachat.app.text.table import render
+    from seachat.convert.units import human_bytes
 
     root = resolve_dir(models_dir)
     good, broken = list_models(directory=root)
@@ -155,8 +156,8 @@ def rm(name: str, models_dir: Path | None, yes: bool) -> None:
     """
     from seachat.app.hub.download import lock_path, state_path
     from seachat.app.library.catalog import model_files, remove_source
-    from seachat.app.library.model_info import human_bytes
     from seachat.app.paths import models_dir as resolve_dir
+    from seachat.convert.units import human_bytes
 
     root = resolve_dir(models_dir)
     targets = _match_for_rm(name, root)
@@ -256,9 +257,9 @@ def pull(
     from seachat.app.hub import pull as pull_mod
     from seachat.app.hub.download import DownloadInterrupted
     from seachat.app.hub.repo import Ambiguous, choices_table, parse_spec
-    from seachat.app.library.model_info import human_bytes
     from seachat.app.paths import models_dir as resolve_dir
     from seachat.app.text.progress import TransferProgress
+    from seachat.convert.units import human_bytes
 
     parsed = parse_spec(spec)
     root = resolve_dir(models_dir)

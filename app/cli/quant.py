@@ -142,7 +142,7 @@ def quantize(
 
 
 def _print_plan(plan, per_tensor: bool) -> None:
-    from seachat.convert.quant.quantize import human_bytes
+    from seachat.convert.units import human_bytes
 
     click.echo(
         f"profile {plan.profile} on {plan.architecture} ({plan.n_layer} blocks, {'tied' if plan.tied_embeddings else 'untied'} embeddings)"
@@ -176,7 +176,7 @@ def profiles(model: Path | None, as_json: bool) -> None:
     from seachat.convert.gguf_file.reader import read_gguf_header
     from seachat.convert.quant.plan import plan_for_header
     from seachat.convert.quant.profiles import DEFAULT_PROFILE, shipped_profiles
-    from seachat.convert.quant.quantize import human_bytes
+    from seachat.convert.units import human_bytes
 
     header = read_gguf_header(model) if model else None
     rows = []

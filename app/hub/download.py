@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from seachat.app.library.model_info import human_bytes
 from seachat.convert.errors import UserError
+from seachat.convert.units import human_bytes
 
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.json"

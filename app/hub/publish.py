@@ -21,8 +21,8 @@ from seachat.app.hub.card import (
     resolve_facts,
 )
 from seachat.app.library.eval_report import report_path
-from seachat.app.library.model_info import human_bytes
 from seachat.convert.errors import UserError
+from seachat.convert.units import human_bytes
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from seachat.app.library.catalog import (
     read_source,
     write_source,
 )
-from seachat.app.library.model_info import human_bytes
 from seachat.convert.errors import UserError
+from seachat.convert.units import human_bytes
 
 
 class HubUnreachable(Exception):

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from seachat.app.library.model_info import human_bytes
 from seachat.convert.errors import UserError
+from seachat.convert.units import human_bytes
 
 # Files that end in .gguf but are not a chat model on their own.
 _NOT_A_MODEL = re.compile(r"(?i)(mmproj|imatrix|vocab|draft-)")

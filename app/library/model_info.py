@@ -14,6 +14,7 @@ from gguf import LlamaFileType
 
 from seachat.convert.gguf_file.keys import PROFILE_KEY
 from seachat.convert.gguf_file.reader import GGUFFormatError, GGUFHeader, read_gguf_header
+from seachat.convert.units import human_count
 
 # llama.cpp needs the weights plus a KV cache and compute buffers; this is the context we plan
 # for when saying whether a model "fits" (the chat default).
@@ -52,21 +53,6 @@ class ModelInfo:
 
 def available_ram() -> int:
     return int(psutil.virtual_memory().available)
-
-
-def human_count(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}".replace(".0", "")
-    return str(n)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def file_type_name(value: int | None) -> str:
@@ -124,7 +110,5 @@ __all__ = [
     "ModelInfo",
     "available_ram",
     "file_type_name",
-    "human_bytes",
-    "human_count",
     "read_model_info",
 ]

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from seachat.app.library.model_info import human_bytes
+from seachat.convert.units import human_bytes
 
 # The rate is averaged over this many seconds: short enough to follow a link that changes
 # speed, long enough that the ETA does not jump on every chunk.

@@ -22,7 +22,8 @@ from textual.widgets import (
 
 from seachat.app.chat.session import PRESETS, ChatSettings
 from seachat.app.chat.store import Conversation
-from seachat.app.library.model_info import ModelInfo, human_bytes
+from seachat.app.library.model_info import ModelInfo
+from seachat.convert.units import human_bytes
 
 
 class WelcomeScreen(Screen):

@@ -35,6 +35,7 @@ from seachat.convert.gguf_file.reader import GGUFFormatError, read_gguf_header
 from seachat.convert.quant.imatrix import Imatrix
 from seachat.convert.quant.plan import QuantPlan, check_written, plan_for_header
 from seachat.convert.quant.profiles import Profile, load_profile
+from seachat.convert.units import human_bytes
 
 IMATRIX_KEYS = (
     "quantize.imatrix.file",
@@ -106,14 +107,6 @@ class QuantizeReport:
             lines.append(f"  per-language report: {self.eval_json}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def plan_profile(src_gguf: str | Path, profile: str | Path | Profile) -> QuantPlan:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seachat.app.library.model_info import PLANNING_CONTEXT, human_bytes, read_model_info
+from seachat.app.library.model_info import PLANNING_CONTEXT, read_model_info
 from seachat.convert.gguf_file.reader import read_gguf_header
+from seachat.convert.units import human_bytes
 from tests.app.fakehub import FakeHub
 from tests.app.libtest import THAI_NAME, write_gguf
 

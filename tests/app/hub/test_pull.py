@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seachat.app.library.model_info import human_bytes
+from seachat.convert.units import human_bytes
 from tests.app.fakehub import FakeHub, Faults, PortalServer, SilentServer, closed_port_endpoint
 from tests.app.libtest import ARABIC_NAME, BURMESE_NAME, THAI_NAME, spawn_seachat, write_gguf
 
