@@ -12,7 +12,7 @@ import pytest
 
 from seachat.app.cli import main
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 EVAL_DIR = REPO / "convert" / "data" / "eval"
 
 

@@ -54,7 +54,10 @@ def test_matches_llama_imatrix_on_the_same_text(tiny_imatrix: Imatrix):
         np.testing.assert_array_equal(mine.counts, e.counts)
         rel = np.abs(mine.mean() - e.mean()) / np.abs(e.mean())
         worst = max(worst, float(rel.max()))
-    assert worst < 2e-4, worst  # llama-imatrix sums in float32, seachat in float64
+    # llama-imatrix sums in float32, seachat in float64, and the activations themselves come
+    # from SIMD kernels whose float32 rounding differs between CPUs: 1.5e-4 where the
+    # reference was written, 5.4e-4 on an AMD EPYC. A wrong chunking or a missing BOS is > 1e-2.
+    assert worst < 1e-3, worst
 
 
 def test_bos_starts_every_chunk_and_the_collector_sees_it(tiny_llama: Path):

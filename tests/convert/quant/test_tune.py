@@ -120,7 +120,7 @@ def test_tune_writes_a_profile_that_loads_and_fits(tiny_llama: Path, tmp_path: P
             "--budget",
             "q4_k_m",
             "--text",
-            str(Path(__file__).parents[2] / "convert" / "data" / "eval"),
+            str(Path(__file__).parents[3] / "convert" / "data" / "eval"),
             "--languages",
             "tha_Thai,mya_Mymr,eng_Latn",
             "--ranges",
@@ -146,7 +146,7 @@ def test_tune_writes_a_profile_that_loads_and_fits(tiny_llama: Path, tmp_path: P
     assert (
         plan_for_header(prof, header).n_bytes
         <= plan_for_header(
-            load_profile_file(Path(__file__).parents[2] / "quant_profiles" / "q4_k_m.toml"), header
+            load_profile_file(Path(__file__).parents[3] / "quant_profiles" / "q4_k_m.toml"), header
         ).n_bytes
     )
     data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
