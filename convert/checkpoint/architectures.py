@@ -1,22 +1,28 @@
 """What each supported Hugging Face architecture becomes in GGUF, as data.
 
-One table row per architecture: the llama.cpp architecture, which config keys feed which GGUF
-hyper-parameters, and which tensor quirks apply (Llama's q/k RoPE row order, Gemma's
-"1 + weight" RMSNorm, Gemma 3's vocabulary-padded embedding). Tensor names come from gguf-py's
-own TensorNameMap, so a new architecture is a new row, not new code.
+One `ArchSpec` row per architecture holds everything the converter knows about it: the
+llama.cpp architecture, which config keys feed which GGUF hyper-parameters (keys from gguf-py's
+`gguf.Keys`), the tensors every block must have, the tensor quirks (Llama's q/k RoPE row order,
+Gemma's "1 + weight" RMSNorm) and the vocabulary quirks (Gemma 3's vocabulary-padded embedding,
+Llama's vocab_size key). Tensor names come from gguf-py's own TensorNameMap, so a new
+architecture is a new row, not new code.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gguf
+from gguf import MODEL_TENSOR as T
 
 from seachat.convert.errors import UserError
 
 Config = Mapping[str, Any]
+KV = dict[str, tuple[Any, gguf.GGUFValueType]]
+K = gguf.Keys
 
 
 def _first(config: Config, *keys: str) -> Any:
@@ -57,7 +63,8 @@ def head_dim(config: Config) -> int:
 
 @dataclass(frozen=True)
 class HParam:
-    """GGUF key `{arch}.{key}` <- the first config value found by `source`."""
+    """GGUF key `key` (a `gguf.Keys` template with `{arch}`) <- what `source` finds in the
+    config; a missing optional value writes no key, a missing required one is an error."""
 
     key: str
     source: Callable[[Config], Any]
@@ -72,61 +79,90 @@ def cfg(*names: str) -> Callable[[Config], Any]:
 U32, F32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
 
 COMMON_HPARAMS: tuple[HParam, ...] = (
-    HParam("context_length", cfg("max_position_embeddings"), U32),
-    HParam("embedding_length", cfg("hidden_size"), U32),
-    HParam("block_count", cfg("num_hidden_layers"), U32),
-    HParam("feed_forward_length", cfg("intermediate_size"), U32),
-    HParam("attention.head_count", cfg("num_attention_heads"), U32),
-    HParam("attention.head_count_kv", cfg("num_key_value_heads", "num_attention_heads"), U32),
-    HParam("attention.layer_norm_rms_epsilon", cfg("rms_norm_eps"), F32),
-    HParam("rope.freq_base", lambda c: rope_parameters(c).get("rope_theta"), F32, required=False),
+    HParam(K.LLM.CONTEXT_LENGTH, cfg("max_position_embeddings"), U32),
+    HParam(K.LLM.EMBEDDING_LENGTH, cfg("hidden_size"), U32),
+    HParam(K.LLM.BLOCK_COUNT, cfg("num_hidden_layers"), U32),
+    HParam(K.LLM.FEED_FORWARD_LENGTH, cfg("intermediate_size"), U32),
+    HParam(K.Attention.HEAD_COUNT, cfg("num_attention_heads"), U32),
+    HParam(K.Attention.HEAD_COUNT_KV, cfg("num_key_value_heads", "num_attention_heads"), U32),
+    HParam(K.Attention.LAYERNORM_RMS_EPS, cfg("rms_norm_eps"), F32),
+    HParam(K.Rope.FREQ_BASE, lambda c: rope_parameters(c).get("rope_theta"), F32, required=False),
 )
 
 HEAD_DIM_HPARAMS: tuple[HParam, ...] = (
-    HParam("attention.key_length", head_dim, U32),
-    HParam("attention.value_length", head_dim, U32),
+    HParam(K.Attention.KEY_LENGTH, head_dim, U32),
+    HParam(K.Attention.VALUE_LENGTH, head_dim, U32),
 )
 
 LLAMA_HPARAMS: tuple[HParam, ...] = (
-    HParam("rope.dimension_count", head_dim, U32),
-    HParam("attention.key_length", cfg("head_dim"), U32, required=False),
-    HParam("attention.value_length", cfg("head_dim"), U32, required=False),
+    HParam(K.Rope.DIMENSION_COUNT, head_dim, U32),
+    HParam(K.Attention.KEY_LENGTH, cfg("head_dim"), U32, required=False),
+    HParam(K.Attention.VALUE_LENGTH, cfg("head_dim"), U32, required=False),
 )
 
 GEMMA2_HPARAMS: tuple[HParam, ...] = (
     *HEAD_DIM_HPARAMS,
-    HParam("attn_logit_softcapping", cfg("attn_logit_softcapping"), F32, required=False),
-    HParam("final_logit_softcapping", cfg("final_logit_softcapping"), F32, required=False),
-    HParam("attention.sliding_window", cfg("sliding_window"), U32, required=False),
+    HParam(K.LLM.ATTN_LOGIT_SOFTCAPPING, cfg("attn_logit_softcapping"), F32, required=False),
+    HParam(K.LLM.FINAL_LOGIT_SOFTCAPPING, cfg("final_logit_softcapping"), F32, required=False),
+    HParam(K.Attention.SLIDING_WINDOW, cfg("sliding_window"), U32, required=False),
 )
 
 GEMMA3_HPARAMS: tuple[HParam, ...] = (
     *HEAD_DIM_HPARAMS,
-    HParam("final_logit_softcapping", cfg("final_logit_softcapping"), F32, required=False),
-    HParam("attention.sliding_window", cfg("sliding_window"), U32, required=False),
-    HParam("rope.freq_base_swa", sliding_rope_theta, F32, required=False),
+    HParam(K.LLM.FINAL_LOGIT_SOFTCAPPING, cfg("final_logit_softcapping"), F32, required=False),
+    HParam(K.Attention.SLIDING_WINDOW, cfg("sliding_window"), U32, required=False),
+    HParam(K.Rope.FREQ_BASE_SWA, sliding_rope_theta, F32, required=False),
 )
+
+# llama.cpp's loader reads the vocabulary size of Llama files from this key.
+VOCAB_SIZE_HPARAMS: tuple[HParam, ...] = (
+    HParam(K.LLM.VOCAB_SIZE, lambda c: int(c["vocab_size"]), U32),
+)
+
+# (tensor kind, "weight" or "bias"): what llama.cpp's loader requires of every block.
+BlockTensor = tuple[T, str]
+BLOCK_COMMON: tuple[BlockTensor, ...] = (
+    (T.ATTN_NORM, "weight"),
+    (T.ATTN_Q, "weight"),
+    (T.ATTN_K, "weight"),
+    (T.ATTN_V, "weight"),
+    (T.ATTN_OUT, "weight"),
+    (T.FFN_GATE, "weight"),
+    (T.FFN_UP, "weight"),
+    (T.FFN_DOWN, "weight"),
+)
+QKV_BIASES: tuple[BlockTensor, ...] = ((T.ATTN_Q, "bias"), (T.ATTN_K, "bias"), (T.ATTN_V, "bias"))
+GEMMA_SANDWICH_NORMS: tuple[BlockTensor, ...] = (
+    (T.ATTN_POST_NORM, "weight"),
+    (T.FFN_PRE_NORM, "weight"),
+    (T.FFN_POST_NORM, "weight"),
+)
+QK_NORMS: tuple[BlockTensor, ...] = ((T.ATTN_Q_NORM, "weight"), (T.ATTN_K_NORM, "weight"))
 
 
 @dataclass(frozen=True)
 class ArchSpec:
     hf_architectures: tuple[str, ...]
     gguf_arch: gguf.MODEL_ARCH
+    # Written in this order, before the RoPE scaling keys.
     hparams: tuple[HParam, ...]
+    required_block_tensors: tuple[BlockTensor, ...]
+    # Written after the RoPE scaling keys (the order llama.cpp's own converter uses).
+    trailing_hparams: tuple[HParam, ...] = ()
     # Llama-family checkpoints store q/k rows in HF's rotate-half order; llama.cpp expects
     # interleaved pairs, so q_proj/k_proj rows are permuted per head.
     permute_qk: bool = False
     # Gemma RMSNorm multiplies by (1 + w); llama.cpp multiplies by w.
     norm_weight_offset: float = 0.0
     # Gemma 3 embeddings carry rows for padding ids beyond the tokenizer; llama.cpp wants
-    # exactly one row per token.
+    # exactly one row per token, so the embedding is trimmed instead of the vocabulary padded.
     trim_embedding_to_vocab: bool = False
     # Tensors present in checkpoints that llama.cpp does not use.
     ignored_tensor_suffixes: tuple[str, ...] = (".rotary_emb.inv_freq",)
     # lm_head is never read (output tied to embeddings in llama.cpp's graph).
     always_tied_output: bool = False
-    # A config key that must be a specific value for llama.cpp to compute the same function.
-    checks: tuple[tuple[str, Callable[[Config], str | None]], ...] = field(default_factory=tuple)
+    # Each returns why llama.cpp would compute a different function for this config, or None.
+    checks: tuple[Callable[[Config], str | None], ...] = ()
 
     @property
     def arch_name(self) -> str:
@@ -150,14 +186,22 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ("LlamaForCausalLM", "MistralForCausalLM"),
         gguf.MODEL_ARCH.LLAMA,
         COMMON_HPARAMS + LLAMA_HPARAMS,
+        required_block_tensors=(*BLOCK_COMMON, (T.FFN_NORM, "weight")),
+        trailing_hparams=VOCAB_SIZE_HPARAMS,
         permute_qk=True,
-        checks=(("bias", _no_attention_bias),),
+        checks=(_no_attention_bias,),
     ),
-    ArchSpec(("Qwen2ForCausalLM",), gguf.MODEL_ARCH.QWEN2, COMMON_HPARAMS),
+    ArchSpec(
+        ("Qwen2ForCausalLM",),
+        gguf.MODEL_ARCH.QWEN2,
+        COMMON_HPARAMS,
+        required_block_tensors=(*BLOCK_COMMON, (T.FFN_NORM, "weight"), *QKV_BIASES),
+    ),
     ArchSpec(
         ("Gemma2ForCausalLM",),
         gguf.MODEL_ARCH.GEMMA2,
         COMMON_HPARAMS + GEMMA2_HPARAMS,
+        required_block_tensors=(*BLOCK_COMMON, *GEMMA_SANDWICH_NORMS),
         norm_weight_offset=1.0,
         always_tied_output=True,
     ),
@@ -165,10 +209,11 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         ("Gemma3ForCausalLM",),
         gguf.MODEL_ARCH.GEMMA3,
         COMMON_HPARAMS + GEMMA3_HPARAMS,
+        required_block_tensors=(*BLOCK_COMMON, *GEMMA_SANDWICH_NORMS, *QK_NORMS),
         norm_weight_offset=1.0,
         trim_embedding_to_vocab=True,
         always_tied_output=True,
-        checks=(("softcap", _gemma3_no_attn_softcap),),
+        checks=(_gemma3_no_attn_softcap,),
     ),
 )
 
@@ -180,7 +225,7 @@ def find_architecture(config: Config, config_path: str) -> ArchSpec:
     for name in names:
         for spec in ARCHITECTURES:
             if name in spec.hf_architectures:
-                for _label, check in spec.checks:
+                for check in spec.checks:
                     problem = check(config)
                     if problem:
                         raise UserError(f"{config_path}: {problem}")
@@ -191,22 +236,50 @@ def find_architecture(config: Config, config_path: str) -> ArchSpec:
     )
 
 
-def rope_scaling_kv(config: Config) -> tuple[dict[str, tuple[Any, gguf.GGUFValueType]], str | None]:
+def hparams_kv(arch: ArchSpec, config: Config, config_path: str) -> KV:
+    """Every hyper-parameter key of `arch` with its value, in the order they are written."""
+    name = arch.arch_name
+    kv: KV = {}
+    for hp in arch.hparams:
+        _put(kv, hp, name, config, config_path)
+    kv.update(rope_scaling_kv(config, name)[0])
+    for hp in arch.trailing_hparams:
+        _put(kv, hp, name, config, config_path)
+    return kv
+
+
+def _put(kv: KV, hp: HParam, arch_name: str, config: Config, config_path: str) -> None:
+    key = hp.key.format(arch=arch_name)
+    value = hp.source(config)
+    if value is not None:
+        kv[key] = (value, hp.value_type)
+    elif hp.required:
+        raise UserError(
+            f"{config_path}: missing hyper-parameter for {key}; the config "
+            "is incomplete (compare with the model's original config.json)"
+        )
+
+
+def rope_scaling_kv(config: Config, arch_name: str) -> tuple[KV, str | None]:
     """GGUF keys for RoPE scaling, and the llama3-style rope type when frequency factors are
     needed as a tensor (llama.cpp's rope_freqs)."""
     params = rope_parameters(config)
     rope_type = str(params.get("rope_type") or params.get("type") or "default").lower()
     factor = params.get("factor")
-    kv: dict[str, tuple[Any, gguf.GGUFValueType]] = {}
+    kv: KV = {}
+
+    def put(template: str, value: Any, value_type: gguf.GGUFValueType) -> None:
+        kv[template.format(arch=arch_name)] = (value, value_type)
+
     if rope_type == "linear" and factor is not None:
-        kv["rope.scaling.type"] = ("linear", gguf.GGUFValueType.STRING)
-        kv["rope.scaling.factor"] = (float(factor), F32)
+        put(K.Rope.SCALING_TYPE, "linear", gguf.GGUFValueType.STRING)
+        put(K.Rope.SCALING_FACTOR, float(factor), F32)
     elif rope_type == "yarn" and factor is not None:
-        kv["rope.scaling.type"] = ("yarn", gguf.GGUFValueType.STRING)
-        kv["rope.scaling.factor"] = (float(factor), F32)
+        put(K.Rope.SCALING_TYPE, "yarn", gguf.GGUFValueType.STRING)
+        put(K.Rope.SCALING_FACTOR, float(factor), F32)
         orig = params.get("original_max_position_embeddings")
         if orig is not None:
-            kv["rope.scaling.original_context_length"] = (int(orig), U32)
+            put(K.Rope.SCALING_ORIG_CTX_LEN, int(orig), U32)
     elif rope_type == "llama3":
         return kv, "llama3"
     elif rope_type not in ("default", "none"):
@@ -218,8 +291,6 @@ def rope_scaling_kv(config: Config) -> tuple[dict[str, tuple[Any, gguf.GGUFValue
 
 def llama3_rope_factors(config: Config) -> list[float]:
     """Per-frequency RoPE factors of Llama 3.1-style scaling (llama.cpp's rope_freqs tensor)."""
-    import math
-
     params = rope_parameters(config)
     base = float(params.get("rope_theta", 10000.0))
     dim = head_dim(config)

@@ -57,13 +57,9 @@ class TensorEntry:
     def row_length(self) -> int:
         return self.shape[-1] if self.shape else 1
 
-    @property
-    def n_rows(self) -> int:
-        return self.n_elements // self.row_length if self.row_length else 0
 
-
-def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """Parse and validate one safetensors file's header; returns (tensors, __metadata__)."""
+def read_header(path: Path) -> dict[str, TensorEntry]:
+    """Parse and validate one safetensors file's header: its tensors by name."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -90,7 +86,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
             f"{path}: corrupt safetensors header ({exc}); re-download the file"
         ) from exc
 
-    metadata = header.pop("__metadata__", None) or {}
+    header.pop("__metadata__", None)
     data_start = 8 + header_len
     tensors: dict[str, TensorEntry] = {}
     for name, info in header.items():
@@ -121,7 +117,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
                 f"{size} bytes; re-download this shard"
             )
         tensors[name] = entry
-    return tensors, {str(k): str(v) for k, v in metadata.items()}
+    return tensors
 
 
 def discover_safetensors(model_dir: Path) -> list[Path]:
@@ -156,12 +152,10 @@ class SafetensorsCheckpoint:
     """All tensors of a (possibly sharded) checkpoint, read lazily."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.model_dir = model_dir
         self.files = discover_safetensors(model_dir)
         self.tensors: dict[str, TensorEntry] = {}
         for path in self.files:
-            entries, _ = read_header(path)
-            for name, entry in entries.items():
+            for name, entry in read_header(path).items():
                 if name in self.tensors:
                     raise UserError(
                         f"{path}: tensor {name!r} also appears in {self.tensors[name].file.name}; "
@@ -170,9 +164,6 @@ class SafetensorsCheckpoint:
                 self.tensors[name] = entry
         self._handles: dict[Path, BinaryIO] = {}
         self._lock = threading.Lock()
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from gguf import GGML_QUANT_SIZES, MODEL_TENSOR, GGMLQuantizationType
 from seachat.convert.checkpoint.architectures import (
     ArchSpec,
     head_dim,
+    hparams_kv,
     llama3_rope_factors,
     rope_scaling_kv,
 )
@@ -72,42 +73,6 @@ SHAPES: dict[tuple[MODEL_TENSOR, str], Callable[[Dims], tuple[int, ...]]] = {
     (T.FFN_DOWN, "weight"): lambda d: (d.hidden, d.ffn),
 }
 
-# Tensors each block must have, per architecture (what llama.cpp's loader requires).
-_BLOCK_COMMON = (
-    (T.ATTN_NORM, "weight"),
-    (T.ATTN_Q, "weight"),
-    (T.ATTN_K, "weight"),
-    (T.ATTN_V, "weight"),
-    (T.ATTN_OUT, "weight"),
-    (T.FFN_GATE, "weight"),
-    (T.FFN_UP, "weight"),
-    (T.FFN_DOWN, "weight"),
-)
-REQUIRED_BLOCK_TENSORS: dict[gguf.MODEL_ARCH, tuple[tuple[MODEL_TENSOR, str], ...]] = {
-    gguf.MODEL_ARCH.LLAMA: (*_BLOCK_COMMON, (T.FFN_NORM, "weight")),
-    gguf.MODEL_ARCH.QWEN2: (
-        *_BLOCK_COMMON,
-        (T.FFN_NORM, "weight"),
-        (T.ATTN_Q, "bias"),
-        (T.ATTN_K, "bias"),
-        (T.ATTN_V, "bias"),
-    ),
-    gguf.MODEL_ARCH.GEMMA2: (
-        *_BLOCK_COMMON,
-        (T.ATTN_POST_NORM, "weight"),
-        (T.FFN_PRE_NORM, "weight"),
-        (T.FFN_POST_NORM, "weight"),
-    ),
-    gguf.MODEL_ARCH.GEMMA3: (
-        *_BLOCK_COMMON,
-        (T.ATTN_POST_NORM, "weight"),
-        (T.FFN_PRE_NORM, "weight"),
-        (T.FFN_POST_NORM, "weight"),
-        (T.ATTN_Q_NORM, "weight"),
-        (T.ATTN_K_NORM, "weight"),
-    ),
-}
-
 OUTTYPES: dict[str, GGMLQuantizationType] = {
     "f32": GGMLQuantizationType.F32,
     "f16": GGMLQuantizationType.F16,
@@ -125,7 +90,6 @@ FILE_TYPES: dict[str, gguf.LlamaFileType] = {
 @dataclass(frozen=True)
 class PlannedTensor:
     gguf_name: str
-    kind: MODEL_TENSOR | None
     source: TensorEntry | None  # None: generated (data in `generated`)
     shape: tuple[int, ...]  # output shape, row-major (HF order)
     out_type: GGMLQuantizationType
@@ -150,7 +114,6 @@ class PlannedTensor:
 @dataclass
 class ConversionPlan:
     arch: ArchSpec
-    config: Mapping[str, Any]
     outtype: str
     tensors: list[PlannedTensor]
     hparams_kv: dict[str, tuple[Any, gguf.GGUFValueType]]
@@ -165,9 +128,7 @@ class ConversionPlan:
         return sum(t.n_elements for t in self.tensors)
 
 
-def choose_type(
-    outtype: str, shape: tuple[int, ...], kind: MODEL_TENSOR | None
-) -> GGMLQuantizationType:
+def choose_type(outtype: str, shape: tuple[int, ...]) -> GGMLQuantizationType:
     """1-D tensors (norms, biases) stay F32 as llama.cpp expects; Q8_0 needs rows of 32."""
     if len(shape) < 2 or outtype == "f32":
         return GGMLQuantizationType.F32
@@ -177,27 +138,80 @@ def choose_type(
     return target
 
 
-def _hparams_kv(
-    arch: ArchSpec, config: Mapping[str, Any], config_path: str
-) -> dict[str, tuple[Any, gguf.GGUFValueType]]:
-    prefix = arch.arch_name
-    kv: dict[str, tuple[Any, gguf.GGUFValueType]] = {}
-    for hp in arch.hparams:
-        value = hp.source(config)
-        if value is None:
-            if hp.required:
+@dataclass(frozen=True)
+class _TensorPlanner:
+    """What planning one checkpoint tensor needs to know about the whole checkpoint."""
+
+    arch: ArchSpec
+    name_map: gguf.TensorNameMap
+    dims: Dims
+    n_vocab_tokens: int
+    tied: bool
+    outtype: str
+
+    def plan(self, entry: TensorEntry) -> PlannedTensor | None:
+        """The output tensor made from `entry`, or None when llama.cpp does not read it."""
+        arch, name = self.arch, entry.name
+        if name.endswith(arch.ignored_tensor_suffixes):
+            return None
+        mapped = self.name_map.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
+        if mapped is None:
+            raise UserError(
+                f"{entry.file}: tensor {name!r} has no llama.cpp {arch.arch_name} counterpart; "
+                "is this checkpoint really a plain "
+                f"{'/'.join(arch.hf_architectures)}? (adapters and vision towers are not converted)"
+            )
+        kind, gguf_name = mapped
+        if kind == T.OUTPUT and self.tied:
+            return None
+        shape = self._output_shape(entry, kind, gguf_name)
+        permute = 0
+        if arch.permute_qk and kind in (T.ATTN_Q, T.ATTN_K):
+            permute = self.dims.n_head if kind == T.ATTN_Q else self.dims.n_kv
+        offset = arch.norm_weight_offset if gguf_name.endswith("norm.weight") else 0.0
+        return PlannedTensor(
+            gguf_name=gguf_name,
+            source=entry,
+            shape=shape,
+            out_type=choose_type(self.outtype, shape),
+            permute_heads=permute,
+            add_offset=offset,
+        )
+
+    def _output_shape(
+        self, entry: TensorEntry, kind: MODEL_TENSOR, gguf_name: str
+    ) -> tuple[int, ...]:
+        """The checkpoint shape checked against config.json (and the vocabulary, for the
+        embedding and output matrices), trimmed to the vocabulary where the architecture says."""
+        name, dims, n_vocab = entry.name, self.dims, self.n_vocab_tokens
+        expected_fn = SHAPES.get((kind, gguf_name.rsplit(".", 1)[-1]))
+        if expected_fn is None:
+            raise UserError(
+                f"{entry.file}: tensor {name!r} ({gguf_name}) is not used by llama.cpp's "
+                f"{self.arch.arch_name}; remove it or convert with the matching architecture"
+            )
+        shape, expected = entry.shape, expected_fn(dims)
+        if kind not in (T.TOKEN_EMBD, T.OUTPUT):
+            if shape != expected:
                 raise UserError(
-                    f"{config_path}: missing hyper-parameter for {prefix}.{hp.key}; the config "
-                    "is incomplete (compare with the model's original config.json)"
+                    f"{entry.file}: shape mismatch for {name!r}: {list(shape)}, config.json "
+                    f"implies {list(expected)}; checkpoint and config.json do not belong together"
                 )
-            continue
-        kv[f"{prefix}.{hp.key}"] = (value, hp.value_type)
-    scaling, _ = rope_scaling_kv(config)
-    for key, val in scaling.items():
-        kv[f"{prefix}.{key}"] = val
-    if arch.gguf_arch == gguf.MODEL_ARCH.LLAMA:
-        kv[f"{prefix}.vocab_size"] = (int(config["vocab_size"]), gguf.GGUFValueType.UINT32)
-    return kv
+            return shape
+        if len(shape) != 2 or shape[1] != dims.hidden or shape[0] < n_vocab:
+            raise UserError(
+                f"{entry.file}: shape mismatch for {name!r}: {list(shape)}, expected "
+                f"[≥{n_vocab}, {dims.hidden}] (vocabulary × hidden_size); checkpoint "
+                "and config.json/tokenizer do not belong together"
+            )
+        if self.arch.trim_embedding_to_vocab:
+            return (n_vocab, shape[1])
+        if shape[0] != n_vocab:
+            raise UserError(
+                f"{entry.file}: shape mismatch for {name!r}: {shape[0]} rows but the "
+                f"vocabulary has {n_vocab} tokens; check config.json vocab_size"
+            )
+        return shape
 
 
 def build_plan(
@@ -211,96 +225,45 @@ def build_plan(
     """Map and validate every checkpoint tensor; `n_vocab_tokens` is the GGUF vocabulary size."""
     dims = Dims.from_config(config)
     n_blocks = int(config["num_hidden_layers"])
-    name_map = gguf.get_tensor_name_map(arch.gguf_arch, n_blocks)
     tied = arch.always_tied_output or bool(config.get("tie_word_embeddings", False))
-
+    planner = _TensorPlanner(
+        arch=arch,
+        name_map=gguf.get_tensor_name_map(arch.gguf_arch, n_blocks),
+        dims=dims,
+        n_vocab_tokens=n_vocab_tokens,
+        tied=tied,
+        outtype=outtype,
+    )
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
-    seen: set[tuple[MODEL_TENSOR, str, int | None]] = set()
     for name, entry in checkpoint.tensors.items():
-        if name.endswith(arch.ignored_tensor_suffixes):
+        tensor = planner.plan(entry)
+        if tensor is None:
             skipped.append(name)
-            continue
-        mapped = name_map.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
-        if mapped is None:
-            raise UserError(
-                f"{entry.file}: tensor {name!r} has no llama.cpp {arch.arch_name} counterpart; "
-                "is this checkpoint really a plain "
-                f"{'/'.join(arch.hf_architectures)}? (adapters and vision towers are not converted)"
-            )
-        kind, gguf_name = mapped
-        suffix = gguf_name.rsplit(".", 1)[-1]
-        if kind == T.OUTPUT and tied:
-            skipped.append(name)
-            continue
-        expected_fn = SHAPES.get((kind, suffix))
-        if expected_fn is None:
-            raise UserError(
-                f"{entry.file}: tensor {name!r} ({gguf_name}) is not used by llama.cpp's "
-                f"{arch.arch_name}; remove it or convert with the matching architecture"
-            )
-        expected = expected_fn(dims)
-        shape = entry.shape
-        if kind == T.TOKEN_EMBD or kind == T.OUTPUT:
-            if len(shape) != 2 or shape[1] != dims.hidden or shape[0] < n_vocab_tokens:
-                raise UserError(
-                    f"{entry.file}: shape mismatch for {name!r}: {list(shape)}, expected "
-                    f"[≥{n_vocab_tokens}, {dims.hidden}] (vocabulary × hidden_size); checkpoint "
-                    "and config.json/tokenizer do not belong together"
-                )
-            if arch.trim_embedding_to_vocab:
-                shape = (n_vocab_tokens, shape[1])
-            elif shape[0] != n_vocab_tokens:
-                raise UserError(
-                    f"{entry.file}: shape mismatch for {name!r}: {shape[0]} rows but the "
-                    f"vocabulary has {n_vocab_tokens} tokens; check config.json vocab_size"
-                )
-        elif shape != expected:
-            raise UserError(
-                f"{entry.file}: shape mismatch for {name!r}: {list(shape)}, config.json implies "
-                f"{list(expected)}; checkpoint and config.json do not belong together"
-            )
-        bid = _block_id(gguf_name)
-        seen.add((kind, suffix, bid))
-        permute = 0
-        if arch.permute_qk and kind in (T.ATTN_Q, T.ATTN_K):
-            permute = dims.n_head if kind == T.ATTN_Q else dims.n_kv
-        offset = arch.norm_weight_offset if gguf_name.endswith("norm.weight") else 0.0
-        planned.append(
-            PlannedTensor(
-                gguf_name=gguf_name,
-                kind=kind,
-                source=entry,
-                shape=shape,
-                out_type=choose_type(outtype, shape, kind),
-                permute_heads=permute,
-                add_offset=offset,
-            )
-        )
-
-    _check_complete(arch, seen, n_blocks, tied, checkpoint)
-
-    _, rope_kind = rope_scaling_kv(config)
-    if rope_kind == "llama3":
-        factors = np.asarray(llama3_rope_factors(config), dtype=np.float32)
-        planned.append(
-            PlannedTensor(
-                gguf_name=gguf.TENSOR_NAMES[T.ROPE_FREQS] + ".weight",
-                kind=T.ROPE_FREQS,
-                source=None,
-                shape=factors.shape,
-                out_type=GGMLQuantizationType.F32,
-                generated=factors,
-            )
-        )
+        else:
+            planned.append(tensor)
+    _check_complete(arch, planned, n_blocks, tied, checkpoint)
+    if rope_scaling_kv(config, arch.arch_name)[1] == "llama3":
+        planned.append(_rope_freqs_tensor(config))
     planned.sort(key=_gguf_order)
     return ConversionPlan(
         arch=arch,
-        config=config,
         outtype=outtype,
         tensors=planned,
-        hparams_kv=_hparams_kv(arch, config, config_path),
+        hparams_kv=hparams_kv(arch, config, config_path),
         skipped=skipped,
+    )
+
+
+def _rope_freqs_tensor(config: Mapping[str, Any]) -> PlannedTensor:
+    """llama.cpp reads Llama 3.1-style RoPE scaling as a generated per-frequency tensor."""
+    factors = np.asarray(llama3_rope_factors(config), dtype=np.float32)
+    return PlannedTensor(
+        gguf_name=gguf.TENSOR_NAMES[T.ROPE_FREQS] + ".weight",
+        source=None,
+        shape=factors.shape,
+        out_type=GGMLQuantizationType.F32,
+        generated=factors,
     )
 
 
@@ -318,22 +281,26 @@ def _gguf_order(t: PlannedTensor) -> tuple[int, int, str]:
 
 def _check_complete(
     arch: ArchSpec,
-    seen: set[tuple[MODEL_TENSOR, str, int | None]],
+    planned: list[PlannedTensor],
     n_blocks: int,
     tied: bool,
     checkpoint: SafetensorsCheckpoint,
 ) -> None:
-    where = checkpoint.files[0].parent
-    required = [(T.TOKEN_EMBD, "weight", None), (T.OUTPUT_NORM, "weight", None)]
-    if not tied:
-        required.append((T.OUTPUT, "weight", None))
-    for bid in range(n_blocks):
-        required.extend((k, s, bid) for k, s in REQUIRED_BLOCK_TENSORS[arch.gguf_arch])
+    """Every tensor llama.cpp's loader requires is planned (a missing shard shows up here)."""
+
+    def name(kind: MODEL_TENSOR, suffix: str = "weight", bid: int | None = None) -> str:
+        return gguf.TENSOR_NAMES[kind].format(bid=bid) + "." + suffix
+
+    required = [name(T.TOKEN_EMBD), name(T.OUTPUT_NORM)] + ([] if tied else [name(T.OUTPUT)])
+    required += [
+        name(kind, suffix, bid)
+        for bid in range(n_blocks)
+        for kind, suffix in arch.required_block_tensors
+    ]
+    seen = {t.gguf_name for t in planned}
     missing = [r for r in required if r not in seen]
     if missing:
-        kind, suffix, bid = missing[0]
-        label = gguf.TENSOR_NAMES[kind].format(bid=bid) + "." + suffix
         raise UserError(
-            f"{where}: checkpoint lacks {label} ({len(missing)} required tensors missing); "
-            "download every shard of the checkpoint"
+            f"{checkpoint.files[0].parent}: checkpoint lacks {missing[0]} ({len(missing)} "
+            "required tensors missing); download every shard of the checkpoint"
         )

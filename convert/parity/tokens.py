@@ -218,10 +218,6 @@ class ParityReport:
     def ok(self) -> bool:
         return self.n_mismatched == 0
 
-    @property
-    def total_texts(self) -> int:
-        return sum(r.texts for r in self.rows.values())
-
     def table(self) -> list[tuple[str, str, str, str, str]]:
         """(language, texts, tokens/char, text-mode match, special-mode match)."""
         out = []

@@ -101,11 +101,11 @@ def split_with(regexes: Sequence[str], text: str) -> list[str]:
     return pieces
 
 
-def declared_regexes(pre_tokenizer: dict[str, Any] | None) -> tuple[list[str], bool]:
-    """The Split regexes a tokenizer.json declares (in order) and whether ByteLevel applies
-    GPT-2's own regex too."""
+def declared_regexes(pre_tokenizer: dict[str, Any] | None) -> list[str]:
+    """The split regexes a tokenizer.json declares, in order (GPT-2's own last, when ByteLevel
+    applies it)."""
     if not pre_tokenizer:
-        return [], False
+        return []
     steps = (
         pre_tokenizer.get("pretokenizers")
         if pre_tokenizer.get("type") == "Sequence"
@@ -127,7 +127,7 @@ def declared_regexes(pre_tokenizer: dict[str, Any] | None) -> tuple[list[str], b
             byte_level_regex = True
     if byte_level_regex:
         regexes.append(_GPT2)
-    return regexes, byte_level_regex
+    return regexes
 
 
 def hf_split(tokenizer_json: dict[str, Any], texts: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -146,7 +146,7 @@ def hf_split(tokenizer_json: dict[str, Any], texts: Sequence[str]) -> list[tuple
 
 def detect(tokenizer_json: dict[str, Any], probes: Sequence[str]) -> tuple[str | None, str]:
     """(llama.cpp pre-tokenizer name or None, how it was recognised)."""
-    declared, _ = declared_regexes(tokenizer_json.get("pre_tokenizer"))
+    declared = declared_regexes(tokenizer_json.get("pre_tokenizer"))
     for cand in CANDIDATES:
         if tuple(declared) == cand.regexes:
             return cand.name, "regex"

@@ -163,11 +163,11 @@ def _pad(tokens: list[bytes], types: list[int], scores: list[float] | None, size
             scores.append(-10000.0)
 
 
-def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vocab:
+def _parse_sentencepiece(path: Path) -> tuple[Any, Any]:
+    """(ModelProto, SentencePieceProcessor) of a tokenizer.model, or a UserError."""
     from sentencepiece import SentencePieceProcessor
     from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
-    path = model_dir / "tokenizer.model"
     raw = path.read_bytes()
     proto = spm_pb2.ModelProto()
     try:
@@ -176,16 +176,15 @@ def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vo
         sp.LoadFromSerializedProto(raw)
     except Exception as exc:  # protobuf and sentencepiece raise assorted types
         raise UserError(f"{path}: not a valid SentencePiece model ({exc}); re-download it") from exc
-    n = sp.vocab_size()
-    if vocab_size and n > vocab_size:
-        raise UserError(
-            f"{path}: tokenizer has {n} pieces but config.json vocab_size is {vocab_size}; "
-            "tokenizer and checkpoint do not belong together"
-        )
+    return proto, sp
+
+
+def _sentencepiece_pieces(sp: Any) -> tuple[list[bytes], list[int], list[float]]:
+    """Every piece with its SentencePiece score and the llama.cpp token type of its kind."""
     tokens: list[bytes] = []
     types: list[int] = []
     scores: list[float] = []
-    for i in range(n):
+    for i in range(sp.vocab_size()):
         tokens.append(sp.IdToPiece(i).encode("utf-8"))
         scores.append(float(sp.GetScore(i)))
         if sp.IsUnknown(i):
@@ -198,22 +197,41 @@ def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vo
             types.append(TokenType.BYTE)
         else:
             types.append(TokenType.NORMAL)
+    return tokens, types, scores
+
+
+def _sentencepiece_extras(model_dir: Path) -> tuple[list[AddedToken], dict[str, Any] | None]:
+    """Added tokens (tokenizer_config.json / added_tokens.json first, then any more a
+    tokenizer.json beside the model lists) and that tokenizer.json's post-processor."""
     added = _added_from_config(model_dir)
     tj_path = model_dir / "tokenizer.json"
-    post_processor = None
-    if tj_path.is_file():
-        tj = _read_json(tj_path)
-        post_processor = tj.get("post_processor")
-        known = {a.token_id for a in added}
-        added += [a for a in _added_from_tokenizer_json(tj) if a.token_id not in known]
-        del tj
+    if not tj_path.is_file():
+        return added, None
+    tj = _read_json(tj_path)
+    known = {a.token_id for a in added}
+    added += [a for a in _added_from_tokenizer_json(tj) if a.token_id not in known]
+    return added, tj.get("post_processor")
+
+
+def load_sentencepiece(model_dir: Path, vocab_size: int, pad: bool = True) -> Vocab:
+    from sentencepiece import sentencepiece_model_pb2 as spm_pb2
+
+    path = model_dir / "tokenizer.model"
+    proto, sp = _parse_sentencepiece(path)
+    n = sp.vocab_size()
+    if vocab_size and n > vocab_size:
+        raise UserError(
+            f"{path}: tokenizer has {n} pieces but config.json vocab_size is {vocab_size}; "
+            "tokenizer and checkpoint do not belong together"
+        )
+    tokens, types, scores = _sentencepiece_pieces(sp)
+    added, post_processor = _sentencepiece_extras(model_dir)
     _pad(tokens, types, scores, _target_size(vocab_size if pad else 0, added))
     _apply_added(tokens, types, scores, added)
 
     model_type = proto.trainer_spec.model_type  # 1 = UNIGRAM, 2 = BPE
     norm = proto.normalizer_spec
-    cfg = _tokenizer_config(model_dir)
-    add_prefix = cfg.get("add_prefix_space")
+    add_prefix = _tokenizer_config(model_dir).get("add_prefix_space")
     add_space_prefix = bool(norm.add_dummy_prefix) if add_prefix is None else bool(add_prefix)
     if model_type == spm_pb2.TrainerSpec.UNIGRAM:
         return Vocab(
@@ -322,98 +340,117 @@ def _normalizer_form(tj: dict[str, Any]) -> str | None:
 def load_tokenizer_json(model_dir: Path, vocab_size: int, pad: bool = True) -> Vocab:
     path = model_dir / "tokenizer.json"
     tj = _read_json(path)
-    model = tj.get("model") or {}
-    kind = model.get("type")
+    kind = (tj.get("model") or {}).get("type")
     added = _added_from_tokenizer_json(tj)
     vocab_size = vocab_size if pad else 0
     if kind == "Unigram":
-        pieces = model.get("vocab") or []
-        tokens_s = [p[0] for p in pieces]
-        scores = [float(p[1]) for p in pieces]
-        types = _token_types_from_json(
-            tokens_s, tj, byte_fallback_tokens=model.get("byte_fallback", False)
-        )
-        unk_id = model.get("unk_id")
-        if unk_id is not None and unk_id < len(types):
-            types[unk_id] = TokenType.UNKNOWN
-        tokens = [t.encode("utf-8") for t in tokens_s]
-        _pad(tokens, types, scores, _target_size(vocab_size, added))
-        _apply_added(tokens, types, scores, added)
-        charsmap = _precompiled_charsmap(tj)
-        return Vocab(
-            model="t5",
-            pre="default",
-            tokens=tokens,
-            types=types,
-            scores=scores,
-            add_space_prefix=_spm_style_add_prefix(tj),
-            remove_extra_whitespaces=False,
-            precompiled_charsmap=charsmap,
-            added=added,
-            source="tokenizer.json (Unigram)",
-            normalizer=_normalizer_form(tj),
-            post_processor=tj.get("post_processor"),
-        )
+        return _unigram_vocab(tj, added, vocab_size)
     if kind != "BPE":
         raise UserError(
             f"{path}: tokenizer model {kind!r} is not supported (BPE, Unigram or a "
             "SentencePiece tokenizer.model)"
         )
-    vocab_map: dict[str, int] = model.get("vocab") or {}
+    by_id = _bpe_tokens_by_id(tj, added, vocab_size)
+    if _is_spm_style(tj):
+        return _spm_style_bpe_vocab(tj, by_id, added)
+    return _byte_level_bpe_vocab(path, tj, by_id, added)
+
+
+def _unigram_vocab(tj: dict[str, Any], added: list[AddedToken], vocab_size: int) -> Vocab:
+    model = tj["model"]
+    pieces = model.get("vocab") or []
+    tokens_s = [p[0] for p in pieces]
+    scores = [float(p[1]) for p in pieces]
+    types = _token_types_from_json(
+        tokens_s, tj, byte_fallback_tokens=model.get("byte_fallback", False)
+    )
+    unk_id = model.get("unk_id")
+    if unk_id is not None and unk_id < len(types):
+        types[unk_id] = TokenType.UNKNOWN
+    tokens = [t.encode("utf-8") for t in tokens_s]
+    _pad(tokens, types, scores, _target_size(vocab_size, added))
+    _apply_added(tokens, types, scores, added)
+    return Vocab(
+        model="t5",
+        pre="default",
+        tokens=tokens,
+        types=types,
+        scores=scores,
+        add_space_prefix=_spm_style_add_prefix(tj),
+        remove_extra_whitespaces=False,
+        precompiled_charsmap=_precompiled_charsmap(tj),
+        added=added,
+        source="tokenizer.json (Unigram)",
+        normalizer=_normalizer_form(tj),
+        post_processor=tj.get("post_processor"),
+    )
+
+
+def _bpe_tokens_by_id(
+    tj: dict[str, Any], added: list[AddedToken], vocab_size: int
+) -> list[str | None]:
+    """A BPE vocabulary's token texts by id, added tokens included; None marks ids no token
+    has (padding up to vocab_size, or gaps)."""
+    vocab_map: dict[str, int] = tj["model"].get("vocab") or {}
     size = max(_target_size(vocab_size, added), max(vocab_map.values(), default=-1) + 1)
     by_id: list[str | None] = [None] * size
     for tok, idx in vocab_map.items():
         by_id[idx] = tok
     for a in added:
         by_id[a.token_id] = a.content
-    raw_merges = model.get("merges") or []
+    return by_id
 
-    if _is_spm_style(tj):
-        # llama.cpp's SentencePiece tokenizer merges the adjacent pair whose concatenation has
-        # the highest score; HF BPE merges the pair with the lowest merge rank. Scoring each
-        # token by minus the rank of the merge that first creates it makes the two agree.
-        rank_of: dict[str, int] = {}
-        for rank, merged in enumerate(_merged_tokens(raw_merges)):
-            rank_of.setdefault(merged, rank)
-        tokens_s = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(by_id)]
-        scores = [-float(rank_of[t]) if t in rank_of else -1e9 for t in tokens_s]
-        types = _token_types_from_json(tokens_s, tj, byte_fallback_tokens=True)
-        for i, t in enumerate(by_id):
-            if t is None:
-                types[i] = TokenType.UNUSED
-        tokens = [t.encode("utf-8") for t in tokens_s]
-        _apply_added(tokens, types, scores, added)
-        return Vocab(
-            model="llama",
-            pre="default",
-            tokens=tokens,
-            types=types,
-            scores=scores,
-            add_space_prefix=_spm_style_add_prefix(tj),
-            added=added,
-            source="tokenizer.json (SentencePiece-style BPE, byte fallback)",
-            normalizer=_normalizer_form(tj),
-            post_processor=tj.get("post_processor"),
-        )
 
+def _spm_style_bpe_vocab(
+    tj: dict[str, Any], by_id: list[str | None], added: list[AddedToken]
+) -> Vocab:
+    # llama.cpp's SentencePiece tokenizer merges the adjacent pair whose concatenation has
+    # the highest score; HF BPE merges the pair with the lowest merge rank. Scoring each
+    # token by minus the rank of the merge that first creates it makes the two agree.
+    rank_of: dict[str, int] = {}
+    for rank, merged in enumerate(_merged_tokens(tj["model"].get("merges") or [])):
+        rank_of.setdefault(merged, rank)
+    tokens_s = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(by_id)]
+    scores = [-float(rank_of[t]) if t in rank_of else -1e9 for t in tokens_s]
+    types = _token_types_from_json(tokens_s, tj, byte_fallback_tokens=True)
+    for i, t in enumerate(by_id):
+        if t is None:
+            types[i] = TokenType.UNUSED
+    tokens = [t.encode("utf-8") for t in tokens_s]
+    _apply_added(tokens, types, scores, added)
+    return Vocab(
+        model="llama",
+        pre="default",
+        tokens=tokens,
+        types=types,
+        scores=scores,
+        add_space_prefix=_spm_style_add_prefix(tj),
+        added=added,
+        source="tokenizer.json (SentencePiece-style BPE, byte fallback)",
+        normalizer=_normalizer_form(tj),
+        post_processor=tj.get("post_processor"),
+    )
+
+
+def _byte_level_bpe_vocab(
+    path: Path, tj: dict[str, Any], by_id: list[str | None], added: list[AddedToken]
+) -> Vocab:
     pre, how = pretokenizer.detect(tj, probe_texts())
     if pre is None:
         raise UserError(
             f"{path}: the byte-level pre-tokenizer is not one llama.cpp implements ({how}); "
             "seachat cannot produce a GGUF that tokenizes like the original"
         )
-    tokens_s = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(by_id)]
+    tokens = [(t if t is not None else f"[PAD{i}]").encode("utf-8") for i, t in enumerate(by_id)]
     types = [TokenType.NORMAL if t is not None else TokenType.UNUSED for t in by_id]
-    tokens = [t.encode("utf-8") for t in tokens_s]
     _apply_added(tokens, types, None, added)
-    merges = _merges_for_gguf(raw_merges)
     return Vocab(
         model="gpt2",
         pre=pre,
         tokens=tokens,
         types=types,
         scores=None,
-        merges=merges,
+        merges=_merges_for_gguf(tj["model"].get("merges") or []),
         added=added,
         source=f"tokenizer.json (byte-level BPE, pre-tokenizer {pre} recognised by {how})",
         normalizer=_normalizer_form(tj),

@@ -41,6 +41,6 @@ def test_q8_0_falls_back_where_rows_are_not_multiples_of_32(tiny_dir, tmp_path) 
     """Q8_0 blocks hold 32 values: tensors whose rows are shorter stay F16 instead of failing."""
     from seachat.convert.checkpoint.tensor_plan import choose_type
 
-    assert choose_type("q8_0", (10, 48), None) == gguf.GGMLQuantizationType.F16
-    assert choose_type("q8_0", (10, 64), None) == gguf.GGMLQuantizationType.Q8_0
-    assert choose_type("q8_0", (64,), None) == gguf.GGMLQuantizationType.F32
+    assert choose_type("q8_0", (10, 48)) == gguf.GGMLQuantizationType.F16
+    assert choose_type("q8_0", (10, 64)) == gguf.GGMLQuantizationType.Q8_0
+    assert choose_type("q8_0", (64,)) == gguf.GGMLQuantizationType.F32

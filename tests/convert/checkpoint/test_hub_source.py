@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+import gguf
+
 from seachat.convert.gguf_file.reader import read_gguf_header
 from tests.convert.conftest import run_cli
 
@@ -58,4 +60,6 @@ def test_cached_repo_converts_offline(tiny_dir, tmp_path) -> None:
     r = run_cli("convert", "sea-team/tiny-gemma3", "-o", str(out), env=env)
     assert r.returncode == 0, r.stderr
     header = read_gguf_header(out)
-    assert header.get("general.source.repo_url") == "https://huggingface.co/sea-team/tiny-gemma3"
+    assert header.get(gguf.Keys.General.SOURCE_REPO_URL) == (
+        "https://huggingface.co/sea-team/tiny-gemma3"
+    )
