@@ -22,26 +22,14 @@ DRAFT_SAVE_SECONDS = 1.0  # how often a streaming answer is written to disk
 
 
 @dataclass
-class ChatSettings:
-    """Per-conversation generation settings (stored with the conversation)."""
+class ChatSettings(SamplingParams):
+    """Per-conversation generation settings (stored with the conversation): the sampling
+    parameters, with the runtime's defaults, and a system prompt."""
 
     system_prompt: str = ""
-    temperature: float = 0.7
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    max_tokens: int = 1024
-    seed: int | None = None
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            max_tokens=self.max_tokens,
-            seed=self.seed,
-        )
+        return SamplingParams(**{f.name: getattr(self, f.name) for f in fields(SamplingParams)})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

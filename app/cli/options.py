@@ -19,7 +19,10 @@ models_dir_option = click.option(
 def llama_compute_options(command):
     """--gpu-layers and --threads, the same for every command that runs the model."""
     command = click.option(
-        "--threads", "-t", type=int, help="CPU threads (default: all available, at most 8)."
+        "--threads",
+        "-t",
+        type=click.IntRange(min=1),
+        help="CPU threads for llama.cpp (default: one per CPU core, at most 8).",
     )(command)
     return click.option(
         "--gpu-layers",

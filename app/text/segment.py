@@ -23,8 +23,6 @@ except ImportError:  # pragma: no cover
 _CLUSTER = regex.compile(r"\X")
 _SPACE_RUN = regex.compile(r"\s+")
 
-HAVE_ICU = _IcuLineBreaker is not None
-
 
 def graphemes(text: str) -> list[str]:
     """The user-perceived characters of `text`, in order."""

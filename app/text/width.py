@@ -8,18 +8,66 @@ columns on screen than Rich planned for: borders are pushed right and lines over
 `install()` gives every Mc code point its terminal width (1, or 2 when East Asian Wide) in
 Rich's table, and makes Rich split text into grapheme clusters rather than code points when it
 crops or folds, so a spacing mark is never separated from its base.
+
+These are patches of Rich's internals, and Rich has no upper version bound: the module checks
+when it is imported that everything it replaces or calls still exists, so a Rich that renamed
+one fails at once with its name rather than later with wrong widths or an AttributeError.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from functools import lru_cache
+from importlib import metadata
 
+import rich._unicode_data
 import rich.cells
-from rich._unicode_data import load as _rich_load
-from rich.cells import CellTable
 
 from seachat.app.text.segment import grapheme_boundaries
+
+
+def require_attributes(module: object, names: Iterable[str]) -> None:
+    """Raise ImportError naming the first of `names` (dotted: `f.cache_clear`) that `module`
+    lacks. The patches depend on private names that a new Rich or Textual may drop."""
+    module_name = getattr(module, "__name__", type(module).__name__)
+    for name in names:
+        target = module
+        for part in name.split("."):
+            if not hasattr(target, part):
+                raise ImportError(_missing_message(module_name, name))
+            target = getattr(target, part)
+
+
+def _missing_message(module_name: str, name: str) -> str:
+    distribution = module_name.split(".")[0]
+    try:
+        installed = f"{distribution} {metadata.version(distribution)}"
+    except (metadata.PackageNotFoundError, ValueError):
+        installed = distribution
+    return (
+        f"{module_name}.{name} does not exist in the installed {installed}; seachat's script-aware "
+        f"widths and wrapping patch or call it. Install a version of {distribution} that seachat supports."
+    )
+
+
+# What install() replaces and what the replacements call, checked below.
+PATCH_TARGETS: tuple[tuple[object, tuple[str, ...]], ...] = (
+    (rich._unicode_data, ("load",)),
+    (
+        rich.cells,
+        (
+            "CellTable",
+            "cell_len",
+            "load_cell_table",
+            "split_graphemes",
+            "get_character_cell_size.cache_clear",
+            "cached_cell_len.cache_clear",
+        ),
+    ),
+)
+for _module, _names in PATCH_TARGETS:
+    require_attributes(_module, _names)
 
 _installed = False
 
@@ -34,9 +82,9 @@ def _spacing_marks(lo: int, hi: int) -> list[int]:
 
 
 @lru_cache(maxsize=8)
-def corrected_table(unicode_version: str = "auto") -> CellTable:
+def corrected_table(unicode_version: str = "auto") -> rich.cells.CellTable:
     """Rich's cell table for `unicode_version` with spacing marks given their terminal width."""
-    base = _rich_load(unicode_version)
+    base = rich._unicode_data.load(unicode_version)
     widths: list[tuple[int, int, int]] = []
     for lo, hi, width in base.widths:
         marks = _spacing_marks(lo, hi) if width == 0 else []
@@ -51,7 +99,7 @@ def corrected_table(unicode_version: str = "auto") -> CellTable:
             start = cp + 1
         if start <= hi:
             widths.append((start, hi, 0))
-    return CellTable(base.unicode_version, widths, base.narrow_to_wide)
+    return rich.cells.CellTable(base.unicode_version, widths, base.narrow_to_wide)
 
 
 def _cluster_spans(

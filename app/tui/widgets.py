@@ -8,10 +8,12 @@ import threading
 from textual import events
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.document._document import Location
 from textual.message import Message as TextualMessage
+from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Markdown, Static, TextArea
-from textual.widgets._markdown import MarkdownStream
+from textual.widgets.markdown import MarkdownStream
+from textual.widgets.text_area import Location
 
 from seachat.app.chat.store import COMPLETE, INTERRUPTED, STOPPED, STREAMING, Message
 from seachat.app.text.segment import next_boundary, previous_boundary, snap_to_boundary
@@ -209,31 +211,28 @@ class MessageView(Vertical, can_focus=True):
         self.post_message(self.Action(self, "regenerate"))
 
 
-class StatusBar(Static):
+class StatusBar(Widget):
     """Model, backend, context use and speeds, on one line that fits any width.
 
     When the line is too long, the least useful details go first (prompt speed, then the
-    model name is shortened), so tokens/s and context use stay visible at 80 columns.
+    model name is shortened), so tokens/s and context use stay visible at 80 columns. Each
+    part is a reactive attribute: assigning one repaints the line, as does a resize.
     """
 
     SEPARATOR = " │ "
 
+    state: reactive[str] = reactive("")
+    model: reactive[str] = reactive("")
+    backend: reactive[str] = reactive("")
+    context: reactive[str] = reactive("")
+    speed: reactive[str] = reactive("")
+    prompt_speed: reactive[str] = reactive("")
+
     def __init__(self, **kwargs) -> None:
-        super().__init__("", markup=False, **kwargs)
-        self.model = ""
-        self.backend = ""
-        self.context = ""
-        self.speed = ""
-        self.prompt_speed = ""
-        self.state = ""
+        super().__init__(markup=False, **kwargs)
 
-    def set(self, **parts: str) -> None:
-        for key, value in parts.items():
-            setattr(self, key, value)
-        self.update(self.compose_line(self.size.width or 80))
-
-    def on_resize(self) -> None:
-        self.update(self.compose_line(self.size.width or 80))
+    def render(self) -> str:
+        return self.compose_line(self.size.width or 80)
 
     def compose_line(self, width: int) -> str:
         from rich.cells import cell_len

@@ -105,3 +105,24 @@ def test_title_from_first_message_cuts_at_a_cluster():
     assert title_from("  hello\nworld") == "hello"
     t = title_from("ខ្ញុំ" * 60, limit=10)
     assert t == "ខ្ញុំ" * 10 + "…"
+
+
+def test_settings_default_to_the_runtime_sampling_and_keep_top_k(tmp_path):
+    from dataclasses import fields
+
+    from seachat.app.chat.runtime import SamplingParams
+
+    defaults = ChatSettings()
+    assert defaults.sampling() == SamplingParams()  # one set of defaults, top_k included
+    store = Store(tmp_path / "c.db")
+    conv = store.create_conversation(system_prompt="brief")
+    session = ChatSession(store, None, conv)
+    session.save_settings(ChatSettings(system_prompt="brief", top_k=7, temperature=0.2))
+    reopened = ChatSession(store, None, store.get_conversation(conv.id))
+    assert reopened.settings.top_k == 7 and reopened.settings.sampling().top_k == 7
+    assert reopened.settings.system_prompt == "brief"
+    # A conversation stored before top_k was saved gets the runtime's default.
+    old = store.create_conversation(settings={"temperature": 0.3})
+    assert ChatSession(store, None, old).settings.top_k == SamplingParams().top_k
+    assert {f.name for f in fields(SamplingParams)} <= set(defaults.to_dict())
+    store.close()

@@ -53,8 +53,8 @@ def test_model_choice_order(seachat_home: Path, smollm2_gguf: Path, monkeypatch)
     models = seachat_home / "models"
     models.mkdir(parents=True, exist_ok=True)
     (models / "small.gguf").symlink_to(smollm2_gguf)
-    assert cmd_chat.choose_model(None, str(models), store)[0] == models / "small.gguf"
+    assert cmd_chat.choose_model(None, models, store)[0] == models / "small.gguf"
     store.set_preference("last_model", str(smollm2_gguf))
-    assert cmd_chat.choose_model(None, str(models), store)[0] == smollm2_gguf
+    assert cmd_chat.choose_model(None, models, store)[0] == smollm2_gguf
     # By name, as `seachat models` shows it.
-    assert cmd_chat.choose_model("small", str(models), store)[0] == models / "small.gguf"
+    assert cmd_chat.choose_model("small", models, store)[0] == models / "small.gguf"

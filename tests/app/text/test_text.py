@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from types import SimpleNamespace
 
 import pytest
 from rich.cells import cell_len
@@ -86,6 +87,25 @@ def test_english_wrapping_is_unchanged():
 
     text = "The quick brown fox jumps over the lazy dog " * 3
     assert wrap.divide_line(text, 17) == rich_divide(text, 17)
+
+
+def test_the_installed_rich_and_textual_have_everything_the_patches_touch():
+    for module, names in (*width.PATCH_TARGETS, *wrap.PATCH_TARGETS):
+        width.require_attributes(module, names)
+
+
+def test_a_missing_patch_target_is_named_in_the_error():
+    import rich.cells
+
+    # A Rich that dropped split_graphemes (the stand-in has everything else the check asks for).
+    present = {"cell_len": rich.cells.cell_len, "load_cell_table": rich.cells.load_cell_table}
+    stand_in = SimpleNamespace(__name__="rich.cells", **present)
+    with pytest.raises(ImportError, match=r"rich\.cells\.split_graphemes does not exist"):
+        width.require_attributes(stand_in, ["cell_len", "load_cell_table", "split_graphemes"])
+    # A dotted name: the function exists but is no longer lru_cached.
+    stand_in.get_character_cell_size = lambda char: 1
+    with pytest.raises(ImportError, match=r"get_character_cell_size\.cache_clear"):
+        width.require_attributes(stand_in, ["get_character_cell_size.cache_clear"])
 
 
 @pytest.mark.parametrize("text", [*ALL.values(), EMOJI, "ខ្ញុំ" * 5, "ကျွန်တော်" * 3])

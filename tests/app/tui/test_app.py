@@ -154,7 +154,7 @@ async def test_context_overflow_is_announced(seachat_home: Path, smollm2_gguf: P
 async def test_input_moves_and_deletes_by_grapheme_cluster(seachat_home: Path):
     app = make_app(seachat_home, None)
     async with app.run_test(size=SIZE) as pilot:
-        screen = ChatScreen()
+        screen = ChatScreen(app.store)
         await app.push_screen(screen)
         box = screen.query_one(ChatInput)
         box.focus()
@@ -219,7 +219,7 @@ async def test_conversations_search_rename_export_delete(seachat_home: Path, tmp
     out = tmp_path / "exports"
     app = make_app(seachat_home, None, export_dir=out)
     async with app.run_test(size=SIZE) as pilot:
-        app.chat = ChatScreen()
+        app.chat = ChatScreen(app.store)
         await app.push_screen(app.chat)
         await pilot.press("ctrl+o")
         await pilot.pause()
@@ -290,6 +290,30 @@ async def test_model_picker_lists_library_and_switches_model(
         )
         await pilot.pause()
         assert "no chat template" in str(app.screen.query_one("#notice").render())
+
+
+async def test_top_k_is_a_setting_with_the_runtime_default(seachat_home: Path):
+    from seachat.app.chat.runtime import SamplingParams
+
+    app = make_app(seachat_home, None)
+    async with app.run_test(size=SIZE) as pilot:
+        app.chat = ChatScreen(app.store)
+        await app.push_screen(app.chat)
+        await pilot.press("f4")
+        assert isinstance(app.screen, SettingsScreen)
+        assert app.screen.query_one("#set-top_k").value == str(SamplingParams().top_k)
+        app.screen.query_one("#set-top_k").value = "-1"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)  # out of range: not saved
+        app.screen.query_one("#set-top_k").value = "12"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)
+        assert app.chat.pending_settings.top_k == 12
+        assert app.chat.pending_settings.sampling().top_k == 12
+        await pilot.press("f4")
+        assert app.screen.query_one("#set-top_k").value == "12"
 
 
 async def test_welcome_screen_when_there_is_no_model(seachat_home: Path):

@@ -123,7 +123,7 @@ def test_conversations_80x24(snap_compare, seachat_home: Path, monkeypatch: pyte
         from seachat.app.tui.chat_screen import ChatScreen
 
         app = pilot.app
-        app.chat = ChatScreen()
+        app.chat = ChatScreen(app.store)
         await app.push_screen(app.chat)
         await pilot.press("ctrl+o")
         await pilot.pause(0.2)
@@ -143,7 +143,7 @@ def test_settings_with_preset_80x24(snap_compare, seachat_home: Path):
         from seachat.app.tui.chat_screen import ChatScreen
 
         app = pilot.app
-        app.chat = ChatScreen()
+        app.chat = ChatScreen(app.store)
         await app.push_screen(app.chat)
         await pilot.press("f4")
         await pilot.pause()
