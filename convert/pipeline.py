@@ -24,7 +24,7 @@ from seachat.convert.checkpoint.tensor_plan import FILE_TYPES, OUTTYPES, Convers
 from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.keys import NORMALIZER_KEY
 from seachat.convert.gguf_file.writer import ProgressFn, write_gguf
-from seachat.convert.llama.vocab import LlamaVocab
+from seachat.convert.llama.core import Model
 from seachat.convert.parity.probe_text import ALL_PROBES
 from seachat.convert.parity.reference_worker import ReferenceJob
 from seachat.convert.parity.tokens import (
@@ -137,7 +137,7 @@ def tokenizer_parity(
     spec = reference_spec(prepared)
     if reference is None:
         reference = reference_ids(spec, [t for _, t in texts])
-    with LlamaVocab(gguf_path) as llama:
+    with Model(gguf_path, vocab_only=True) as llama:
         return compare(spec, reference, llama, texts, prepared.vocab.normalizer)
 
 

@@ -9,12 +9,10 @@ the same flag cut `llama_decode` short.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import threading
 import unicodedata
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,49 +25,21 @@ from seachat.convert.gguf_file.keys import NORMALIZER_KEY
 
 DEFAULT_CTX = 4096
 
-# llama.cpp writes its log through a callback; the default one can print to the terminal,
-# which would scribble over the TUI. Lines are kept here instead, for error messages.
-_LOG: deque[str] = deque(maxlen=200)
-_log_callback = None
 
-
-def _install_log_sink() -> None:
-    global _log_callback
-    if _log_callback is not None:
-        return
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def sink(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        with contextlib.suppress(Exception):  # a log line must never raise into C
-            _LOG.append(text.decode("utf-8", errors="replace"))
-
-    _log_callback = sink
-    llama_cpp.llama_log_set(sink, ctypes.c_void_p(0))
-    # With verbose=False, llama-cpp-python silences model loading by pointing the process's
-    # stdout/stderr file descriptors at /dev/null. The TUI draws on stdout from another
-    # thread meanwhile, and those frames would vanish. The log sink already keeps llama.cpp
-    # quiet, so the descriptors are left alone.
+def _keep_descriptors() -> None:
+    """With verbose=False, llama-cpp-python silences model loading by pointing the process's
+    stdout/stderr file descriptors at /dev/null. The TUI draws on stdout from another thread
+    meanwhile, and those frames would vanish. The log sink (convert/llama/core.py) already
+    keeps llama.cpp quiet, so the descriptors are left alone."""
     import llama_cpp._internals as internals_module
     import llama_cpp.llama as llama_module
 
-    llama_module.suppress_stdout_stderr = _KeepDescriptors
-    internals_module.suppress_stdout_stderr = _KeepDescriptors
+    llama_module.suppress_stdout_stderr = _descriptors_untouched
+    internals_module.suppress_stdout_stderr = _descriptors_untouched
 
 
-class _KeepDescriptors:
-    def __init__(self, disable: bool = True) -> None:
-        pass
-
-    def __enter__(self) -> _KeepDescriptors:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def recent_log() -> str:
-    return "".join(_LOG)
+def _descriptors_untouched(disable: bool = True) -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -82,6 +52,20 @@ class BackendInfo:
     n_layers: int  # repeating layers + the output layer
     n_threads: int
     system_info: str
+
+    @classmethod
+    def detect(cls, n_layer: int, n_gpu_layers: int, threads: int) -> BackendInfo:
+        """Where a model of n_layer repeating layers runs when n_gpu_layers are asked for
+        (-1: all): only a build that can offload puts any on the accelerator."""
+        name, gpu, sysinfo = system_backend()
+        total_layers = n_layer + 1
+        if not gpu or n_gpu_layers == 0:
+            offloaded = 0
+        elif n_gpu_layers < 0:
+            offloaded = total_layers
+        else:
+            offloaded = min(n_gpu_layers, total_layers)
+        return cls(name if offloaded else "CPU", gpu, offloaded, total_layers, threads, sysinfo)
 
     @property
     def label(self) -> str:
@@ -102,17 +86,6 @@ def system_backend() -> tuple[str, bool, str]:
     accelerators = [n for n in names if n and n.upper() != "CPU"]
     name = accelerators[0] if (gpu and accelerators) else "CPU"
     return name, gpu, info.strip()
-
-
-def default_threads() -> int:
-    """Physical cores, at most 8: llama.cpp gets slower with hyper-threads and too many threads."""
-    try:
-        import psutil
-
-        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 2
-    except Exception:  # noqa: BLE001
-        cores = os.cpu_count() or 2
-    return max(1, min(cores, 8))
 
 
 @dataclass
@@ -168,49 +141,41 @@ class Runtime:
             raise UserError(
                 f"{exc}; it is not a usable GGUF model, re-download or re-convert it"
             ) from exc
-        _install_log_sink()
+        import llama_cpp
         from llama_cpp import Llama
 
+        from seachat.convert.llama.core import LlamaLog, backend_init, default_threads
+
+        backend_init()
+        _keep_descriptors()
         self.path = path
         threads = n_threads or default_threads()
         train_ctx = self.info.context_length or n_ctx
         n_ctx = max(256, min(n_ctx, train_ctx)) if n_ctx > 0 else train_ctx
         try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=min(n_batch, n_ctx),
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=n_gpu_layers,
-                verbose=False,
-            )
+            with LlamaLog() as log:
+                self.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_batch=min(n_batch, n_ctx),
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=n_gpu_layers,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
-            last = [ln.strip() for ln in _LOG if "error" in ln.lower()]
-            why = last[-1] if last else str(exc)
+            why = log.tail(1, match="error") or str(exc)
             raise UserError(
                 f"{path}: llama.cpp cannot load this model ({why}); re-download or re-convert it"
             ) from exc
-        import llama_cpp
-
-        self._llama_cpp = llama_cpp
-        self._vocab = self.llm._model.vocab
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._adds_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.n_ctx = self.llm.n_ctx()
         self.n_threads = threads
         meta = self.llm.metadata
         arch = meta.get("general.architecture", self.info.architecture)
         n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
-        name, gpu, sysinfo = system_backend()
-        total_layers = n_layer + 1
-        if not gpu or n_gpu_layers == 0:
-            offloaded = 0
-        elif n_gpu_layers < 0:
-            offloaded = total_layers
-        else:
-            offloaded = min(n_gpu_layers, total_layers)
-        self.backend = BackendInfo(
-            name if offloaded else "CPU", gpu, offloaded, total_layers, threads, sysinfo
-        )
+        self.backend = BackendInfo.detect(n_layer, n_gpu_layers, threads)
         self.model_name = self.info.name
         # Unicode normalization the original tokenizer applied (recorded by seachat convert);
         # llama.cpp cannot, so user text is normalized here before it is tokenized.
@@ -232,22 +197,27 @@ class Runtime:
 
     # -- tokens ---------------------------------------------------------------------------
     def _token_text(self, token: int) -> str:
+        import llama_cpp
+
         if token < 0:
             return ""
-        return self.llm._model.token_get_text(token)
+        return llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8")
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        """No BOS: the chat prompt adds it once, in front of all pieces."""
+        from seachat.convert.llama.core import tokenize
+
+        return tokenize(self._vocab, text, add_special=False, parse_special=special)
 
     def _is_control_token(self, text: str) -> bool:
-        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        return len(ids) == 1
+        return len(self._tokenize(text, special=True)) == 1
 
     def _normalized(self, text: str) -> str:
         return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
 
     def tokenize_text(self, text: str) -> list[int]:
         """Plain text: any control-token lookalikes stay text."""
-        return self.llm.tokenize(
-            self._normalized(text).encode("utf-8"), add_bos=False, special=False
-        )
+        return self._tokenize(self._normalized(text), special=False)
 
     def tokenize_chat(
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
@@ -260,31 +230,27 @@ class Runtime:
         tokens: list[int] = []
         for piece in pieces:
             text = piece.text if piece.special else self._normalized(piece.text)
-            tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=piece.special)
+            tokens += self._tokenize(text, special=piece.special)
         bos = self.llm.token_bos()
-        if self.llm._model.add_bos_token() and bos >= 0 and (not tokens or tokens[0] != bos):
+        if self._adds_bos and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
         return tokens
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token (control tokens give none)."""
         cached = self._piece_cache.get(token)
-        if cached is not None:
-            return cached
-        lc = self._llama_cpp
-        buf = ctypes.create_string_buffer(64)
-        n = lc.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-        out = buf.raw[: max(n, 0)]
-        self._piece_cache[token] = out
-        return out
+        if cached is None:
+            from seachat.convert.llama.core import piece
+
+            cached = self._piece_cache[token] = piece(self._vocab, token, special=False)
+        return cached
 
     def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
         hit = self._eog_cache.get(token)
         if hit is None:
-            hit = bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token))
+            hit = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
             self._eog_cache[token] = hit
         return hit
 
@@ -300,17 +266,19 @@ class Runtime:
 
     # -- abort ----------------------------------------------------------------------------
     def _arm_abort(self, stop: threading.Event) -> None:
-        lc = self._llama_cpp
-        self._abort_cb = lc.ggml_abort_callback(lambda _data: stop.is_set())
-        lc.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_cb, None)
+        import llama_cpp
+
+        self._abort_cb = llama_cpp.ggml_abort_callback(lambda _data: stop.is_set())
+        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort_cb, None)
 
     def _disarm_abort(self) -> None:
         # Between tokens the stop flag is checked in Python; a callback per graph node
         # would only cost generation speed.
         if self._abort_cb is None:
             return
-        lc = self._llama_cpp
-        lc.llama_set_abort_callback(self.llm._ctx.ctx, lc.ggml_abort_callback(), None)
+        import llama_cpp
+
+        llama_cpp.llama_set_abort_callback(self.llm.ctx, llama_cpp.ggml_abort_callback(), None)
         self._abort_cb = None
 
     # -- generation -----------------------------------------------------------------------
@@ -410,13 +378,7 @@ class Runtime:
             stats.gen_seconds = max(last - first, 0.0)
             stats.context_used = llm.n_tokens
         if stats.stop_reason != "stop_string":
-            tail = held + text.finish()
-            if stop_strings:
-                tail = (
-                    tail[: _check_stops(tail, stop_strings)[0]]
-                    if _check_stops(tail, stop_strings)[1]
-                    else tail
-                )
+            tail = _cut_at_stop(held + text.finish(), stop_strings)
             if tail:
                 yield tail
 
@@ -436,6 +398,12 @@ class Runtime:
             llm = getattr(self, "llm", None)
             if llm is not None:
                 llm.close()
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` up to the first stop string in it, if any."""
+    cut, found = _check_stops(text, stops)
+    return text[:cut] if found else text
 
 
 def _check_stops(text: str, stops: Sequence[str]) -> tuple[int, bool]:
@@ -464,9 +432,3 @@ class LoadOptions:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def load(path: str | os.PathLike[str], options: LoadOptions) -> Runtime:
-    return Runtime(
-        path, n_ctx=options.n_ctx, n_threads=options.n_threads, n_gpu_layers=options.n_gpu_layers
-    )

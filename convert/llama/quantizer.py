@@ -59,9 +59,10 @@ def run_llama_quantize(
     allow_requantize: bool = False,
     pure: bool = False,
     echo: Callable[[str], None] | None = None,
-) -> LlamaLog:
+) -> None:
     """Quantize src to dst with llama.cpp. `imatrix` maps tensor names to per-column mean
-    squared activations (what llama-quantize passes after dividing sums by counts)."""
+    squared activations (what llama-quantize passes after dividing sums by counts); `echo`
+    sees each line llama.cpp logs meanwhile (its per-tensor progress)."""
     backend_init()
     params = L.llama_model_quantize_default_params()
     params.nthread = threads or default_threads()
@@ -104,10 +105,9 @@ def run_llama_quantize(
         keep.append(kv_arr)
         params.kv_overrides = ctypes.cast(kv_arr, ctypes.POINTER(L.llama_model_kv_override))
 
-    with LlamaLog(keep=400, echo=echo) as log:
+    with LlamaLog(echo=echo) as log:
         rc = L.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     del keep
     if rc != 0:
         detail = log.tail(2, match="failed") or log.tail(2)
         raise UserError(f"{src}: llama.cpp could not quantize ({detail})")
-    return log

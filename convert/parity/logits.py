@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from seachat.convert.errors import UserError
-from seachat.convert.llama.vocab import LlamaVocab, silence_llama_logs
+from seachat.convert.llama.core import Model, backend_init
 from seachat.convert.parity.probe_text import LANGUAGE_PROBES
 
 TOP1_THRESHOLD = 0.99
@@ -62,7 +62,7 @@ def llama_cpp_logits(
     """Logits for every position of each token list, from llama.cpp on the CPU."""
     from llama_cpp import Llama
 
-    silence_llama_logs()
+    backend_init()
     n_ctx = max(len(t) for t in token_lists) + 8
     llm = Llama(
         model_path=str(gguf_path),
@@ -109,7 +109,7 @@ def compare_logits(
     labelled_texts: Sequence[tuple[str, str]] = LANGUAGE_PROBES,
     n_threads: int = 2,
 ) -> LogitReport:
-    with LlamaVocab(gguf_path) as vocab:
+    with Model(gguf_path, vocab_only=True) as vocab:
         token_lists = [vocab.tokenize(text, add_special=True) for _, text in labelled_texts]
     ours = llama_cpp_logits(gguf_path, token_lists, n_threads)
     theirs = reference_logits(model_dir, token_lists)
