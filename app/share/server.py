@@ -123,150 +123,151 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
-def _handler(config: ShareConfig) -> type[BaseHTTPRequestHandler]:
-    class ShareHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "seachat-share"
+class ShareHandler(BaseHTTPRequestHandler):
+    """One request: the listing, the index or a file, from `config` (set per server)."""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            """http.server's own log lines (malformed requests) go to the same log."""
-            config.log(f"{self.client_address[0]} {format % args}")
+    config: ShareConfig
+    protocol_version = "HTTP/1.1"
+    server_version = "seachat-share"
 
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            """Served requests are logged once, with the bytes sent, by the handlers."""
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """http.server's own log lines (malformed requests) go to the same log."""
+        self.config.log(f"{self.client_address[0]} {format % args}")
 
-        def do_GET(self) -> None:
-            self._route()
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Served requests are logged once, with the bytes sent, by the handlers."""
 
-        def do_HEAD(self) -> None:
-            self._route()
+    def do_GET(self) -> None:
+        self._route()
 
-        def _refuse_method(self) -> None:
-            self.close_connection = True
-            self._send_error(
-                405, "MethodNotAllowed", "seachat share is read-only", {"Allow": "GET, HEAD"}
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def _refuse_method(self) -> None:
+        self.close_connection = True
+        self._send_error(
+            405, "MethodNotAllowed", "seachat share is read-only", {"Allow": "GET, HEAD"}
+        )
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+    def _route(self) -> None:
+        if self.headers.get("Content-Length", "0") not in ("", "0"):
+            self.close_connection = True  # a body we will not read: do not reuse the link
+        if len(self.path) > MAX_URL:
+            return self._send_error(414, "URITooLong", "request line too long")
+        if self.config.token and not self._authorized():
+            return self._send_error(401, "TokenRequired", "this share needs --token")
+        path = unquote(urlsplit(self.path).path)
+        api = f"/api/models/{SHARE_REPO}"
+        if path == INDEX_PATH:
+            return self._send_json(index_json(self.config))
+        if path == api or path.startswith(api + "/revision/"):
+            return self._listing(path.removeprefix(api).removeprefix("/revision/"))
+        resolve = f"/{SHARE_REPO}/resolve/"
+        if path.startswith(resolve):
+            revision, _, name = path[len(resolve) :].partition("/")
+            return self._file(revision, name)
+        self._send_error(404, "RepoNotFound", "not found")
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), self.config.token.encode())  # type: ignore[union-attr]
+
+    def _revision_ok(self, revision: str) -> bool:
+        if revision in ("", "main", self.config.commit):
+            return True
+        self._send_error(404, "RevisionNotFound", f"no revision {revision!r}")
+        return False
+
+    def _listing(self, revision: str) -> None:
+        if self._revision_ok(revision):
+            self._send_json(listing_json(self.config))
+
+    def _file(self, revision: str, name: str) -> None:
+        if not self._revision_ok(revision):
+            return
+        offered = self.config.offer.get(name)
+        if offered is None:
+            return self._send_error(404, "EntryNotFound", "no such file in this share")
+        try:
+            span = parse_range(self.headers.get("Range"), offered.size)
+        except ValueError:
+            return self._send_error(
+                416,
+                "RangeNotSatisfiable",
+                "bad Range",
+                {"Content-Range": f"bytes */{offered.size}"},
             )
+        first, last = span or (0, offered.size - 1)
+        self.send_response(206 if span else 200)
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(last - first + 1),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{offered.sha256}"',
+            "X-Linked-Etag": f'"{offered.sha256}"',
+            "X-Linked-Size": str(offered.size),
+            "X-Repo-Commit": self.config.commit,
+        }
+        if span:
+            headers["Content-Range"] = f"bytes {first}-{last}/{offered.size}"
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        sent = 0 if self.command == "HEAD" else self._stream(offered, first, last)
+        status = 206 if span else 200
+        self.config.log(
+            f"{self.client_address[0]} {self.command} {name} {status} sent {sent} bytes"
+        )
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
+    def _stream(self, offered: OfferedFile, first: int, last: int) -> int:
+        limit = self.config.limit or RateLimit(None)
+        sent = 0
+        try:
+            with offered.path.open("rb") as f:
+                f.seek(first)
+                remaining = last - first + 1
+                while remaining > 0:
+                    block = f.read(min(limit.chunk, remaining))
+                    if not block:
+                        break  # the file shrank under us; the client sees a short body
+                    limit.wait(len(block))
+                    self.wfile.write(block)
+                    sent += len(block)
+                    remaining -= len(block)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away; it will resume
+        return sent
 
-        def _route(self) -> None:
-            if self.headers.get("Content-Length", "0") not in ("", "0"):
-                self.close_connection = True  # a body we will not read: do not reuse the link
-            if len(self.path) > MAX_URL:
-                return self._send_error(414, "URITooLong", "request line too long")
-            if config.token and not self._authorized():
-                return self._send_error(401, "TokenRequired", "this share needs --token")
-            path = unquote(urlsplit(self.path).path)
-            api = f"/api/models/{SHARE_REPO}"
-            if path == INDEX_PATH:
-                return self._send_json(index_json(config))
-            if path == api or path.startswith(api + "/revision/"):
-                return self._listing(path.removeprefix(api).removeprefix("/revision/"))
-            resolve = f"/{SHARE_REPO}/resolve/"
-            if path.startswith(resolve):
-                revision, _, name = path[len(resolve) :].partition("/")
-                return self._file(revision, name)
-            self._send_error(404, "RepoNotFound", "not found")
+    def _send_json(self, obj: object) -> None:
+        body = json.dumps(obj, ensure_ascii=False).encode()
+        self._send(200, body, {"Content-Type": "application/json"})
 
-        def _authorized(self) -> bool:
-            given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            return hmac.compare_digest(given.encode(), config.token.encode())  # type: ignore[union-attr]
+    def _send_error(self, status: int, code: str, message: str, extra: dict | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Error-Code": code,
+            "X-Error-Message": message,
+        }
+        self._send(status, body, {**headers, **(extra or {})})
+        self.config.log(f"{self.client_address[0]} {self.command} {self.path[:200]} {status}")
 
-        def _revision_ok(self, revision: str) -> bool:
-            if revision in ("", "main", config.commit):
-                return True
-            self._send_error(404, "RevisionNotFound", f"no revision {revision!r}")
-            return False
-
-        def _listing(self, revision: str) -> None:
-            if self._revision_ok(revision):
-                self._send_json(listing_json(config))
-
-        def _file(self, revision: str, name: str) -> None:
-            if not self._revision_ok(revision):
-                return
-            offered = config.offer.get(name)
-            if offered is None:
-                return self._send_error(404, "EntryNotFound", "no such file in this share")
-            try:
-                span = parse_range(self.headers.get("Range"), offered.size)
-            except ValueError:
-                return self._send_error(
-                    416,
-                    "RangeNotSatisfiable",
-                    "bad Range",
-                    {"Content-Range": f"bytes */{offered.size}"},
-                )
-            first, last = span or (0, offered.size - 1)
-            self.send_response(206 if span else 200)
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(last - first + 1),
-                "Accept-Ranges": "bytes",
-                "ETag": f'"{offered.sha256}"',
-                "X-Linked-Etag": f'"{offered.sha256}"',
-                "X-Linked-Size": str(offered.size),
-                "X-Repo-Commit": config.commit,
-            }
-            if span:
-                headers["Content-Range"] = f"bytes {first}-{last}/{offered.size}"
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            sent = 0 if self.command == "HEAD" else self._stream(offered, first, last)
-            status = 206 if span else 200
-            config.log(f"{self.client_address[0]} {self.command} {name} {status} sent {sent} bytes")
-
-        def _stream(self, offered: OfferedFile, first: int, last: int) -> int:
-            limit = config.limit or RateLimit(None)
-            sent = 0
-            try:
-                with offered.path.open("rb") as f:
-                    f.seek(first)
-                    remaining = last - first + 1
-                    while remaining > 0:
-                        block = f.read(min(limit.chunk, remaining))
-                        if not block:
-                            break  # the file shrank under us; the client sees a short body
-                        limit.wait(len(block))
-                        self.wfile.write(block)
-                        sent += len(block)
-                        remaining -= len(block)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client went away; it will resume
-            return sent
-
-        def _send_json(self, obj: object) -> None:
-            body = json.dumps(obj, ensure_ascii=False).encode()
-            self._send(200, body, {"Content-Type": "application/json"})
-
-        def _send_error(
-            self, status: int, code: str, message: str, extra: dict | None = None
-        ) -> None:
-            body = json.dumps({"error": message}).encode()
-            headers = {
-                "Content-Type": "application/json",
-                "X-Error-Code": code,
-                "X-Error-Message": message,
-            }
-            self._send(status, body, {**headers, **(extra or {})})
-            config.log(f"{self.client_address[0]} {self.command} {self.path[:200]} {status}")
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-    return ShareHandler
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 def make_server(config: ShareConfig, host: str, port: int) -> ThreadingHTTPServer:
     try:
-        server = ThreadingHTTPServer((host, port), _handler(config))
+        handler = type("BoundShareHandler", (ShareHandler,), {"config": config})
+        server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         raise UserError(
             f"cannot listen on {host}:{port} ({exc.strerror}); try another --port"
