@@ -6,15 +6,9 @@ from pathlib import Path
 
 import click
 
+from seachat.app.cli.options import llama_compute_options
 from seachat.convert.checkpoint.tensor_plan import OUTTYPES
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
+from seachat.convert.units import human_bytes
 
 
 @click.command()
@@ -65,7 +59,7 @@ def _human(n: float) -> str:
     help="With --profile: evaluation text folder (default: the shipped held-out text).",
 )
 @click.option("--no-eval", is_flag=True, help="With --profile: skip the per-language evaluation.")
-@click.option("--threads", "-t", type=int, help="With --profile: CPU threads.")
+@llama_compute_options
 def convert(
     src: str,
     out: Path | None,
@@ -81,6 +75,7 @@ def convert(
     calibration: Path | None,
     eval_text: Path | None,
     no_eval: bool,
+    gpu_layers: int,
     threads: int | None,
 ) -> int:
     """Convert a Hugging Face checkpoint (local folder or Hub repo id) to GGUF.
@@ -89,28 +84,21 @@ def convert(
     Lao, Burmese, Arabic, … and edge cases) exactly like the original tokenizer.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from seachat.convert import pipeline
 
     console = Console(highlight=False)
     if out is None and not dry_run:
         raise click.UsageError("missing -o OUT.gguf (or use --dry-run)")
-    quant_options = (imatrix, calibration, eval_text, no_eval or None, threads)
-    if profile is None and any(o is not None for o in quant_options):
-        raise click.UsageError(
-            "--imatrix, --calibration, --eval-text, --no-eval and --threads need --profile"
-        )
-    if profile is not None:
-        if outtype == "q8_0":
-            raise click.UsageError("--profile quantizes from f32/f16/bf16; drop --outtype q8_0")
-        if verify_logits:
-            raise click.UsageError(
-                "--verify-logits checks an unquantized conversion; run it without --profile"
-            )
-        from seachat.convert.quant.profiles import load_profile
-
-        load_profile(profile)  # a bad profile stops here, before any work
+    quant = {
+        "imatrix": imatrix,
+        "calibration": calibration,
+        "eval_text": eval_text,
+        "evaluate": not no_eval,
+        "threads": threads,
+        "n_gpu_layers": gpu_layers,
+    }
+    _check_profile_options(profile, outtype, verify_logits, quant)
     prepared = pipeline.prepare(src, outtype, revision)
     plan = prepared.plan
     console.print(
@@ -119,27 +107,14 @@ def convert(
         f"({prepared.vocab.source})"
     )
     if dry_run:
-        table = Table(title=f"Plan ({outtype})", show_lines=False)
-        for col in ("tensor", "shape", "type", "size"):
-            table.add_column(col, justify="right" if col == "size" else "left")
-        for t in plan.tensors:
-            notes = []
-            if t.permute_heads:
-                notes.append("rope-permuted")
-            if t.add_offset:
-                notes.append(f"+{t.add_offset:g}")
-            if t.source is not None and t.source.shape != t.shape:
-                notes.append(f"trimmed from {t.source.shape[0]} rows")
-            label = t.gguf_name + (f" ({', '.join(notes)})" if notes else "")
-            table.add_row(label, "×".join(map(str, t.shape)), t.out_type.name, _human(t.out_bytes))
-        console.print(table)
-        for skipped in plan.skipped:
-            console.print(f"  not written: {skipped}")
-        console.print(f"Output size: [bold]{_human(plan.total_bytes)}[/] of tensor data")
+        _print_plan(console, plan, outtype)
         prepared.checkpoint.close()
         return 0
 
     assert out is not None
+    finalize = None
+    if profile is not None:
+        finalize = _quantizer(src, outtype.upper(), profile, force, quant)
     result = _convert_with_progress(
         console,
         pipeline,
@@ -151,9 +126,7 @@ def convert(
         allow_tokenizer_mismatch,
         revision,
         name,
-        _quantizer(
-            src, outtype.upper(), profile, imatrix, calibration, eval_text, no_eval, threads, force
-        ),
+        finalize,
     )
     _print_parity(console, result.parity)
     if verify_logits:
@@ -164,17 +137,60 @@ def convert(
         if not report.ok:
             console.print("[red]logit parity below threshold[/]")
             return 1
-    console.print(f"Wrote [bold]{out}[/] ({_human(out.stat().st_size)})")
+    console.print(f"Wrote [bold]{out}[/] ({human_bytes(out.stat().st_size)})")
     return 0
 
 
-def _quantizer(
-    source, verified_type, profile, imatrix, calibration, eval_text, no_eval, threads, force
-):
+def _check_profile_options(
+    profile: str | None, outtype: str, verify_logits: bool, quant: dict
+) -> None:
+    """Quantization options without --profile, or --profile with options it cannot honour,
+    are usage errors; a bad profile is a UserError here, before any work."""
+    paths_or_threads = ("imatrix", "calibration", "eval_text", "threads")
+    given = any(quant[k] is not None for k in paths_or_threads)
+    if profile is None and (given or not quant["evaluate"] or quant["n_gpu_layers"] != 0):
+        raise click.UsageError(
+            "--imatrix, --calibration, --eval-text, --no-eval, --threads and --gpu-layers need --profile"
+        )
+    if profile is None:
+        return
+    if outtype == "q8_0":
+        raise click.UsageError("--profile quantizes from f32/f16/bf16; drop --outtype q8_0")
+    if verify_logits:
+        raise click.UsageError(
+            "--verify-logits checks an unquantized conversion; run it without --profile"
+        )
+    from seachat.convert.quant.profiles import load_profile
+
+    load_profile(profile)
+
+
+def _print_plan(console, plan, outtype: str) -> None:
+    """--dry-run: every tensor with its shape, type and size, and the total."""
+    from rich.table import Table
+
+    table = Table(title=f"Plan ({outtype})", show_lines=False)
+    for col in ("tensor", "shape", "type", "size"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for t in plan.tensors:
+        notes = []
+        if t.permute_heads:
+            notes.append("rope-permuted")
+        if t.add_offset:
+            notes.append(f"+{t.add_offset:g}")
+        if t.source is not None and t.source.shape != t.shape:
+            notes.append(f"trimmed from {t.source.shape[0]} rows")
+        label = t.gguf_name + (f" ({', '.join(notes)})" if notes else "")
+        table.add_row(label, "×".join(map(str, t.shape)), t.out_type.name, human_bytes(t.out_bytes))
+    console.print(table)
+    for skipped in plan.skipped:
+        console.print(f"  not written: {skipped}")
+    console.print(f"Output size: [bold]{human_bytes(plan.total_bytes)}[/] of tensor data")
+
+
+def _quantizer(source: str, verified_type: str, profile: str, force: bool, quant: dict):
     """`finalize` for the pipeline: quantize the verified intermediate into OUT with the
     profile (imatrix, evaluation report beside OUT, summary in its metadata)."""
-    if profile is None:
-        return None
 
     def finalize(verified: Path, out: Path) -> None:
         from seachat.app.cli.quant import StatusLine
@@ -184,14 +200,10 @@ def _quantizer(
             verified,
             out,
             profile,
-            imatrix=imatrix,
-            calibration=calibration,
-            eval_text=eval_text,
-            threads=threads,
             progress=StatusLine(),
-            evaluate=not no_eval,
             overwrite=force,
             source_label=f"{source} (converted by seachat, {verified_type})",
+            **quant,
         )
         if report.evaluation is not None:
             click.echo(report.evaluation.table())

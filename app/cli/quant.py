@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,10 +39,6 @@ class StatusLine:
             click.echo(line, err=True)
 
 
-def _path(p: str | None) -> Path | None:
-    return Path(p) if p else None
-
-
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -56,17 +53,17 @@ def _path(p: str | None) -> Path | None:
 )
 @click.option(
     "--imatrix",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Use this importance matrix (GGUF or legacy .dat).",
 )
 @click.option(
     "--calibration",
-    type=click.Path(exists=True),
+    type=click.Path(exists=True, path_type=Path),
     help="Calibration text: a folder of <language>.txt or one file.",
 )
 @click.option(
     "--eval-text",
-    type=click.Path(exists=True),
+    type=click.Path(exists=True, path_type=Path),
     help="Evaluation text folder (default: the shipped held-out text).",
 )
 @click.option(
@@ -77,7 +74,7 @@ def _path(p: str | None) -> Path | None:
 )
 @click.option(
     "--save-imatrix",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the importance matrix used (GGUF format).",
 )
 @llama_compute_options
@@ -93,12 +90,12 @@ def quantize(
     model: Path,
     profile: str,
     output: Path | None,
-    imatrix: str | None,
-    calibration: str | None,
-    eval_text: str | None,
+    imatrix: Path | None,
+    calibration: Path | None,
+    eval_text: Path | None,
     no_eval: bool,
     eval_tokens: int,
-    save_imatrix: str | None,
+    save_imatrix: Path | None,
     gpu_layers: int,
     threads: int | None,
     dry_run: bool,
@@ -123,14 +120,14 @@ def quantize(
         model,
         output,
         profile,
-        imatrix=_path(imatrix),
-        calibration=_path(calibration),
-        eval_text=_path(eval_text),
+        imatrix=imatrix,
+        calibration=calibration,
+        eval_text=eval_text,
         threads=threads,
         progress=StatusLine(),
         evaluate=not no_eval,
         eval_max_tokens=eval_tokens,
-        save_imatrix=_path(save_imatrix),
+        save_imatrix=save_imatrix,
         allow_requantize=allow_requantize,
         overwrite=force,
         n_gpu_layers=gpu_layers,
@@ -174,8 +171,8 @@ def _print_plan(plan, per_tensor: bool) -> None:
 def profiles(model: Path | None, as_json: bool) -> None:
     """List the shipped quantization profiles with their bits per weight."""
     from seachat.convert.gguf_file.reader import read_gguf_header
-    from seachat.convert.quant.plan import plan_for_header
     from seachat.convert.quant.profiles import DEFAULT_PROFILE, shipped_profiles
+    from seachat.convert.quant.quantize import plan_for_header
     from seachat.convert.units import human_bytes
 
     header = read_gguf_header(model) if model else None
@@ -263,7 +260,9 @@ def evaluate(
     threads: int | None,
 ) -> None:
     """Per-language KL divergence, top-1 agreement and perplexity against a reference."""
+    from seachat.convert.files import write_text_atomic
     from seachat.convert.quant.evaluate import evaluate_models, read_eval_texts
+    from seachat.convert.quant.report import report_path
 
     langs = [x.strip() for x in languages.split(",")] if languages else None
     texts = read_eval_texts(text_dir, langs)
@@ -281,9 +280,8 @@ def evaluate(
     for r in reports:
         r.text = Path(text_dir).name if text_dir else "seachat held-out evaluation text"
         if beside:
-            target = Path(r.model)
-            _atomic_write(
-                target.with_name(target.name + ".eval.json"),
+            write_text_atomic(
+                report_path(Path(r.model)),
                 json.dumps(r.to_json(), indent=2, ensure_ascii=False) + "\n",
             )
     if json_out != "-":
@@ -431,12 +429,12 @@ def imatrix(
 @click.option("--summary", default=None, help="One-line profile summary.")
 @click.option(
     "--imatrix",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Importance matrix to quantize with (default: computed).",
 )
 @click.option(
     "--calibration",
-    type=click.Path(exists=True),
+    type=click.Path(exists=True, path_type=Path),
     help="Calibration text for the importance matrix.",
 )
 @click.option(
@@ -457,178 +455,15 @@ def imatrix(
     "--batch", default=4, show_default=True, help="Probes evaluated against one reference pass."
 )
 @llama_compute_options
-def tune(
-    model: Path,
-    budget: str,
-    text_dir: str,
-    output: Path | None,
-    measurements: Path | None,
-    name: str,
-    summary: str | None,
-    imatrix: str | None,
-    calibration: str | None,
-    base: str,
-    languages: str | None,
-    ranges: int,
-    token_embd_type: str | None,
-    tokens: int,
-    batch: int,
-    gpu_layers: int,
-    threads: int | None,
-) -> None:
+def tune(**options: Any) -> None:
     """Measure per-language sensitivity of tensor groups and write a profile that protects
     the worst language within a size budget."""
-    from seachat.convert.errors import UserError
-    from seachat.convert.gguf_file.reader import read_gguf_header
-    from seachat.convert.quant.evaluate import read_eval_texts
-    from seachat.convert.quant.plan import plan_for_header
-    from seachat.convert.quant.profiles import load_profile, profile_from_dict
-    from seachat.convert.quant.quantize import obtain_imatrix
-    from seachat.convert.quant.tune import (
-        make_groups,
-        measure,
-        now_date,
-        profile_toml,
-        solve_for_header,
-    )
+    from seachat.convert.quant.tune.command import TuneOptions, run_tune
 
-    header = read_gguf_header(model)
-    n_params = header.n_params
-    file_type = None
-    try:
-        bpw = float(budget)
-        budget_bytes = int(bpw * n_params / 8)
-        budget_desc = f"{bpw} bits per weight"
-    except ValueError:
-        budget_prof = load_profile(budget)
-        file_type = budget_prof.file_type.removeprefix("MOSTLY_")  # same size class, same label
-        ref_plan = plan_for_header(budget_prof, header)
-        budget_bytes = ref_plan.n_bytes
-        budget_desc = f"size of {budget} on this model ({ref_plan.bits_per_weight:.3f} bpw)"
-    langs = [x.strip() for x in languages.split(",")] if languages else None
-    texts = read_eval_texts(text_dir, langs)
-    base_prof = load_profile(base)
-    output = output or Path(f"{name}.toml")
-    measurements = measurements or output.with_suffix(".json")
-    progress = StatusLine()
-    im, im_info = obtain_imatrix(
-        model,
-        base_prof,
-        imatrix=_path(imatrix),
-        calibration=_path(calibration),
-        threads=threads,
-        progress=progress,
-        n_gpu_layers=gpu_layers,
-    )
-    im_id = f"{im_info.source}:{im.n_tokens}:{len(im.entries)}:{sum(float(e.sums.sum()) for e in im.entries.values()):.6e}"
-    measured_groups, fixed = make_groups(header, n_ranges=ranges)
+    result = run_tune(TuneOptions(**options), StatusLine(), lambda line: click.echo(line, err=True))
+    worst_lang, worst = result.allocation.worst
+    click.echo(result.toml_text)
     click.echo(
-        f"{len(measured_groups)} groups, {sum(len(g.ladder) - 1 for g in measured_groups)} probes; budget {budget_desc} = {budget_bytes} bytes",
+        f"wrote {result.output} and {result.measurements}; predicted worst language {worst_lang} KLD {worst:.4f}, {result.bits_per_weight:.3f} bpw",
         err=True,
     )
-    data = measure(
-        model,
-        measured_groups,
-        texts,
-        imatrix_means=im.means(),
-        imatrix_id=im_id,
-        cache=measurements,
-        tokens=tokens,
-        batch=batch,
-        threads=threads,
-        progress=progress,
-        n_gpu_layers=gpu_layers,
-    )
-    import dataclasses
-
-    from seachat.convert.gguf_file.ggml_types import lookup
-
-    # the same solver `quantize` runs for [allocate] profiles, so on this model the written
-    # rules and the re-solved ones are identical
-    static = dataclasses.replace(
-        base_prof,
-        rules=(),
-        output_type=None,
-        token_embd_type=lookup(token_embd_type) if token_embd_type else None,
-        default_type=lookup("q8_0"),
-        allocate=None,
-    )
-    alloc, groups = solve_for_header(static, header, data, budget_bytes, ranges)
-    worst_lang, worst = alloc.worst
-    tuned = {
-        "model": f"{model.name} ({header.get('general.name', '?')})",
-        "text": f"{Path(text_dir).name}: {', '.join(sorted(texts))}; {tokens} tokens per language",
-        "date": now_date(),
-        "budget": budget_desc,
-        "imatrix": im_info.source
-        if im_info.source != "computed"
-        else f"computed on {base} calibration mix ({im.n_tokens} tokens)",
-        "measurements": measurements.name,
-        "predicted_worst": f"{worst_lang} {worst:.4f}",
-    }
-    cal = base_prof.calibration
-    toml_text = profile_toml(
-        name=name,
-        summary=summary or f"Tuned for the worst language within {budget_desc}.",
-        groups=groups,
-        allocation=alloc,
-        n_params=n_params,
-        calibration={
-            "mix": cal.mix,
-            "tokens": cal.tokens,
-            "chunk_size": cal.chunk_size,
-            "process_output": cal.process_output,
-        }
-        if cal
-        else None,
-        tuned=tuned,
-        file_type=file_type,
-        allocate={
-            "budget": float(budget) if file_type is None else budget,
-            "measurements": _relative(measurements, output.parent),
-            "ranges": ranges,
-        },
-        token_embd_type=token_embd_type,
-    )
-    profile_from_dict(_loads_toml(toml_text), str(output))  # what we write must load
-    _atomic_write(output, toml_text)
-    data["groups"] = [g.to_json() for g in measured_groups]
-    data.setdefault("allocations", {})[name] = {
-        "budget_bytes": budget_bytes,
-        "budget": budget_desc,
-        "bytes": alloc.n_bytes,
-        "bits_per_weight": 8.0 * alloc.n_bytes / n_params,
-        "choice": alloc.choice,
-        "predicted_kld": alloc.predicted,
-    }
-    _atomic_write(measurements, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    click.echo(toml_text)
-    click.echo(
-        f"wrote {output} and {measurements}; predicted worst language {worst_lang} KLD {worst:.4f}, {8.0 * alloc.n_bytes / n_params:.3f} bpw",
-        err=True,
-    )
-    if alloc.n_bytes > budget_bytes:  # pragma: no cover - the allocator never exceeds it
-        raise UserError("internal error: allocation exceeds the budget")
-
-
-def _relative(path: Path, base: Path) -> str:
-    import os
-
-    try:
-        return os.path.relpath(path.resolve(), base.resolve())
-    except ValueError:  # pragma: no cover - another drive on Windows
-        return str(path.resolve())
-
-
-def _loads_toml(text: str) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib.loads(text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from seachat.convert.files import write_text_atomic
-
-    write_text_atomic(path, text)

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from seachat.app.library.catalog import model_files, resolve_model
-from seachat.app.library.eval_report import report_path
 from seachat.app.library.model_info import read_model_info
 from seachat.app.share.offer import HASH_BLOCK, DigestCache
 from seachat.convert.errors import UserError
 from seachat.convert.files import write_text_atomic
+from seachat.convert.quant.report import report_path
 
 MANIFEST = "seachat-manifest.json"
 FORMAT = "seachat-export/1"

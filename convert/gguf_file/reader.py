@@ -3,7 +3,9 @@
 gguf-py's GGUFReader parses every array into numpy views: on a 262k-token vocabulary that
 takes ~10 s, far too slow for listing a model library or planning a quantization. This reader
 walks the header once, keeps scalars and short arrays, and only records the length of long
-arrays (token lists, scores, merges) unless asked for them.
+arrays (token lists, scores, merges) unless asked for them. It is the one GGUF header parser:
+the model library, the quantization planner, the metadata editor (kv_edit, which needs the
+byte span of every key/value) and the importance-matrix reader all go through it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-GGUF_MAGIC = b"GGUF"
+MAGIC = struct.pack("<I", gguf.GGUF_MAGIC)  # b"GGUF"
+SUPPORTED_VERSIONS = (2, gguf.GGUF_VERSION)
+FIXED_HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, key/value count
 
-_SCALAR_FORMATS: dict[int, str] = {
+# The one table of GGUF scalar encodings (little-endian): the reader, the metadata editor and
+# the writer's fast array packing all take their value sizes from here.
+SCALAR_FORMATS: dict[int, str] = {
     GGUFValueType.UINT8: "<B",
     GGUFValueType.INT8: "<b",
     GGUFValueType.UINT16: "<H",
@@ -73,6 +80,10 @@ class GGUFHeader:
     tensors: list[TensorInfo] = field(default_factory=list)
     data_offset: int = 0
     file_size: int = 0
+    alignment: int = gguf.GGUF_DEFAULT_ALIGNMENT
+    # byte ranges [start, end) in the file, for rewriting the header (kv_edit)
+    kv_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tensor_infos_span: tuple[int, int] = (0, 0)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -120,10 +131,6 @@ class _Cursor:
         self.pos += n
         return raw.decode("utf-8", errors="replace")
 
-    def skip_string(self) -> None:
-        n = self.unpack("<Q")
-        self.pos += n
-
     def value(self, vtype: int, keep_arrays_up_to: int, key: str, lengths: dict[str, int]) -> Any:
         if vtype == GGUFValueType.STRING:
             return self.string()
@@ -135,7 +142,7 @@ class _Cursor:
                 self._skip_array(item_type, count)
                 return None
             return [self.value(item_type, keep_arrays_up_to, key, lengths) for _ in range(count)]
-        fmt = _SCALAR_FORMATS.get(vtype)
+        fmt = SCALAR_FORMATS.get(vtype)
         if fmt is None:
             raise GGUFFormatError(f"{self.path}: unknown GGUF value type {vtype} for key {key!r}")
         return self.unpack(fmt)
@@ -151,7 +158,7 @@ class _Cursor:
             for _ in range(count):
                 self.value(GGUFValueType.ARRAY, 0, "", {})
         else:
-            fmt = _SCALAR_FORMATS.get(item_type)
+            fmt = SCALAR_FORMATS.get(item_type)
             if fmt is None:
                 raise GGUFFormatError(f"{self.path}: unknown GGUF array type {item_type}")
             self.pos += struct.calcsize(fmt) * count
@@ -178,31 +185,31 @@ def _parse(
     buf: mmap.mmap, path: Path, size: int, keep_arrays_up_to: int, arrays: tuple[str, ...]
 ) -> GGUFHeader:
     cur = _Cursor(buf, path)
-    if bytes(buf[:4]) != GGUF_MAGIC:
+    magic, version, n_tensors, n_kv = FIXED_HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
         raise GGUFFormatError(f"{path}: not a GGUF file (bad magic)")
-    cur.pos = 4
-    version = cur.unpack("<I")
-    if version not in (2, 3):
+    if version not in SUPPORTED_VERSIONS:
         raise GGUFFormatError(f"{path}: unsupported GGUF version {version}")
-    n_tensors = cur.unpack("<Q")
-    n_kv = cur.unpack("<Q")
-    metadata: dict[str, Any] = {}
-    lengths: dict[str, int] = {}
+    cur.pos = FIXED_HEADER.size
+    header = GGUFHeader(path, version, {}, {}, file_size=size)
     for _ in range(n_kv):
+        start = cur.pos
         key = cur.string()
         vtype = cur.unpack("<I")
         limit = 1 << 62 if key in arrays else keep_arrays_up_to
-        value = cur.value(vtype, limit, key, lengths)
-        if value is not None or key not in lengths:
-            metadata[key] = value
-    tensors: list[TensorInfo] = []
+        value = cur.value(vtype, limit, key, header.array_lengths)
+        if value is not None or key not in header.array_lengths:
+            header.metadata[key] = value
+        header.kv_spans[key] = (start, cur.pos)
+    start = cur.pos
     for _ in range(n_tensors):
         name = cur.string()
         n_dims = cur.unpack("<I")
         shape = tuple(cur.unpack("<Q") for _ in range(n_dims))
         ggml_type = cur.unpack("<I")
         offset = cur.unpack("<Q")
-        tensors.append(TensorInfo(name, shape, ggml_type, offset))
-    alignment = int(metadata.get("general.alignment", 32))
-    data_offset = (cur.pos + alignment - 1) // alignment * alignment
-    return GGUFHeader(path, version, metadata, lengths, tensors, data_offset, size)
+        header.tensors.append(TensorInfo(name, shape, ggml_type, offset))
+    header.tensor_infos_span = (start, cur.pos)
+    header.alignment = int(header.metadata.get("general.alignment", gguf.GGUF_DEFAULT_ALIGNMENT))
+    header.data_offset = -(-cur.pos // header.alignment) * header.alignment
+    return header

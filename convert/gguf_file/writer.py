@@ -26,6 +26,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, quants
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
 from seachat.convert.checkpoint.tensor_plan import ConversionPlan, PlannedTensor
 from seachat.convert.errors import UserError
+from seachat.convert.gguf_file.reader import SCALAR_FORMATS
 
 BLOCK_BYTES = 16 * 1024 * 1024
 ProgressFn = Callable[[int], None]  # called with bytes written since the last call
@@ -37,17 +38,9 @@ _RAW_COPY = {
 }
 
 
+# numpy dtypes for the fast path, from the reader's one scalar table (booleans take gguf-py's)
 _NUMPY_OF = {
-    GGUFValueType.UINT8: "<u1",
-    GGUFValueType.INT8: "<i1",
-    GGUFValueType.UINT16: "<u2",
-    GGUFValueType.INT16: "<i2",
-    GGUFValueType.UINT32: "<u4",
-    GGUFValueType.INT32: "<i4",
-    GGUFValueType.FLOAT32: "<f4",
-    GGUFValueType.UINT64: "<u8",
-    GGUFValueType.INT64: "<i8",
-    GGUFValueType.FLOAT64: "<f8",
+    vtype: np.dtype(fmt) for vtype, fmt in SCALAR_FORMATS.items() if vtype != GGUFValueType.BOOL
 }
 
 

@@ -17,105 +17,18 @@ identically-computed log-softmaxes, so a model against itself scores exactly 0.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from seachat.convert.errors import UserError
 from seachat.convert.llama.core import Context, Model
+from seachat.convert.quant.report import EvalReport, LanguageResult
 
 Progress = Callable[[str, int, int], None]  # (language, tokens done, tokens total)
-
-
-@dataclass
-class LanguageResult:
-    language: str
-    n_scored: int
-    kld_mean: float
-    kld_p99: float
-    kld_median: float
-    top1: float
-    ppl_ref: float
-    ppl: float
-    tokens_per_char: float
-
-    def to_json(self) -> dict:
-        return {
-            "kld_mean": self.kld_mean,
-            "kld_p99": self.kld_p99,
-            "kld_median": self.kld_median,
-            "top1": self.top1,
-            "ppl_ref": self.ppl_ref,
-            "ppl": self.ppl,
-            "tokens_per_char": self.tokens_per_char,
-            "n_scored": self.n_scored,
-        }
-
-
-@dataclass
-class EvalReport:
-    model: str
-    reference: str
-    languages: dict[str, LanguageResult] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-    text: str | None = None  # what was read: a folder name, or "seachat held-out evaluation text"
-
-    @property
-    def worst(self) -> LanguageResult | None:
-        return max(self.languages.values(), key=lambda r: r.kld_mean, default=None)
-
-    @property
-    def best(self) -> LanguageResult | None:
-        return min(self.languages.values(), key=lambda r: r.kld_mean, default=None)
-
-    @property
-    def mean_kld(self) -> float:
-        vals = [r.kld_mean for r in self.languages.values()]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    @property
-    def mean_top1(self) -> float:
-        vals = [r.top1 for r in self.languages.values()]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    def summary_line(self) -> str:
-        """Short enough for GGUF metadata and a model card's first line."""
-        w = self.worst
-        if w is None:
-            return "not evaluated"
-        return (
-            f"KLD vs {self.settings.get('reference_type', 'reference')}: worst {w.language} {w.kld_mean:.4f}, "
-            f"mean {self.mean_kld:.4f}; top-1 {100 * self.mean_top1:.1f}% ({len(self.languages)} languages)"
-        )
-
-    def to_json(self) -> dict:
-        w = self.worst
-        return {
-            "model": self.model,
-            "reference": self.reference,
-            "text": self.text,
-            "languages": {k: v.to_json() for k, v in sorted(self.languages.items())},
-            "worst_language": w.language if w else None,
-            "worst_kld_mean": w.kld_mean if w else None,
-            "mean_kld": self.mean_kld,
-            "mean_top1": self.mean_top1,
-            "summary": self.summary_line(),
-            "settings": self.settings,
-        }
-
-    def table(self) -> str:
-        head = f"{'language':<10} {'KLD mean':>9} {'KLD p99':>8} {'top-1':>6} {'PPL ref':>8} {'PPL':>8} {'tok/char':>8} {'scored':>6}"
-        lines = [head, "-" * len(head)]
-        for lang, r in sorted(self.languages.items(), key=lambda kv: -kv[1].kld_mean):
-            lines.append(
-                f"{lang:<10} {r.kld_mean:9.5f} {r.kld_p99:8.4f} {100 * r.top1:5.1f}% {r.ppl_ref:8.2f} {r.ppl:8.2f} {r.tokens_per_char:8.3f} {r.n_scored:6d}"
-            )
-        lines.append("-" * len(head))
-        lines.append(self.summary_line())
-        return "\n".join(lines)
 
 
 def read_eval_texts(
@@ -225,37 +138,15 @@ def evaluate_models(
         raise ValueError("no model to evaluate")
     if n_ctx < 8 or n_batch < 1:
         raise ValueError("n_ctx must be >= 8 and n_batch >= 1")
-    ref_model = Model(reference, n_gpu_layers=n_gpu_layers)
-    cand_models: list[Model] = []
-    contexts: list[Context] = []
-    try:
-        for m in models:
-            cm = Model(m, n_gpu_layers=n_gpu_layers)
-            cand_models.append(cm)
-            if cm.n_vocab != ref_model.n_vocab:
-                raise UserError(
-                    f"{m}: vocabulary of {cm.n_vocab} tokens differs from the reference's {ref_model.n_vocab}; evaluate against the model it was made from"
-                )
-        batch = min(n_batch, n_ctx)
-        ref_ctx = Context(ref_model, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
-        contexts.append(ref_ctx)
-        cand_ctxs = [
-            Context(cm, n_ctx=n_ctx, n_batch=batch, n_threads=threads) for cm in cand_models
+    batch = min(n_batch, n_ctx)
+    with contextlib.ExitStack() as stack:
+        ref_model, cand_models = _open_models(stack, reference, models, n_gpu_layers)
+        contexts = [
+            stack.enter_context(Context(m, n_ctx=n_ctx, n_batch=batch, n_threads=threads))
+            for m in (ref_model, *cand_models)
         ]
-        contexts.extend(cand_ctxs)
-
-        n_vocab = ref_model.n_vocab
-        buf_lp = np.empty((batch, n_vocab), dtype=np.float32)
-        buf_p = np.empty((batch, n_vocab), dtype=np.float32)
-        buf_lq = np.empty((batch, n_vocab), dtype=np.float32)
-        plan: dict[str, tuple[list[list[int]], float]] = {}
-        for lang, text in sorted(texts.items()):
-            toks = ref_model.tokenize(text, add_special=False)
-            tpc = len(toks) / max(len(text), 1)
-            plan[lang] = (
-                _chunks(toks[:max_tokens], n_ctx, ref_model.bos if ref_model.add_bos else None),
-                tpc,
-            )
+        lockstep = _Lockstep(contexts[0], contexts[1:], batch, ref_model.n_vocab)
+        bos = ref_model.bos if ref_model.add_bos else None
         reports = [
             EvalReport(
                 str(m),
@@ -268,53 +159,88 @@ def evaluate_models(
             )
             for m in models
         ]
-        for lang, (chunks, tpc) in plan.items():
-            accs = [_Acc() for _ in models]
-            nll_ref = 0.0
-            total = sum(len(c) for c in chunks)
-            done = 0
-            for chunk in chunks:
-                ref_ctx.clear()
-                for c in cand_ctxs:
-                    c.clear()
-                length = len(chunk)
-                for s in range(0, length, batch):
-                    part = chunk[s : s + batch]
-                    # score positions i in [max(s, 1), min(s + len, length - 1)) : need a next token
-                    lo, hi = max(s, 1), min(s + len(part), length - 1)
-                    logits = ref_ctx.decode(part, s)
-                    if hi > lo:
-                        idx = slice(lo - s, hi - s)  # a view: no copy of vocabulary rows
-                        rows = np.arange(hi - lo)
-                        nxt = np.asarray(chunk[lo + 1 : hi + 1])
-                        lp = _log_softmax_into(logits[idx], buf_lp[: hi - lo])
-                        p = np.exp(lp, out=buf_p[: hi - lo])
-                        ref_top = logits[idx].argmax(axis=1)
-                        nll_ref -= float(lp[rows, nxt].sum(dtype=np.float64))
-                    for acc, ctx in zip(accs, cand_ctxs, strict=True):
-                        clog = ctx.decode(part, s)
-                        if hi <= lo:
-                            continue
-                        lq = _log_softmax_into(clog[idx], buf_lq[: hi - lo])
-                        acc.agree += int((clog[idx].argmax(axis=1) == ref_top).sum())
-                        acc.nll -= float(lq[rows, nxt].sum(dtype=np.float64))
-                        acc.kl.append(_kl_rows(lp, p, lq))
-                        acc.n += hi - lo
-                    done += len(part)
-                    if progress is not None:
-                        progress(lang, done, total)
+        for lang, text in sorted(texts.items()):
+            toks = ref_model.tokenize(text, add_special=False)
+            tpc = len(toks) / max(len(text), 1)
+            chunks = _chunks(toks[:max_tokens], n_ctx, bos)
+            accs, nll_ref = lockstep.language(lang, chunks, progress)
             for report, acc in zip(reports, accs, strict=True):
                 report.languages[lang] = acc.result(lang, nll_ref, tpc)
         return reports
-    finally:
-        for c in contexts:
-            c.close()
-        for m in cand_models:
-            m.close()
-        ref_model.close()
 
 
-def evaluate_model(
-    reference: str | Path, model: str | Path, texts: dict[str, str], **kw
-) -> EvalReport:
-    return evaluate_models(reference, [model], texts, **kw)[0]
+def _open_models(
+    stack: contextlib.ExitStack,
+    reference: str | Path,
+    models: Sequence[str | Path],
+    n_gpu_layers: int,
+) -> tuple[Model, list[Model]]:
+    """The reference and every candidate, closed with the stack; UserError for a candidate
+    whose vocabulary is not the reference's (the KL divergence would compare other tokens)."""
+    ref_model = stack.enter_context(Model(reference, n_gpu_layers=n_gpu_layers))
+    cand_models = []
+    for m in models:
+        cm = stack.enter_context(Model(m, n_gpu_layers=n_gpu_layers))
+        cand_models.append(cm)
+        if cm.n_vocab != ref_model.n_vocab:
+            raise UserError(
+                f"{m}: vocabulary of {cm.n_vocab} tokens differs from the reference's {ref_model.n_vocab}; evaluate against the model it was made from"
+            )
+    return ref_model, cand_models
+
+
+class _Lockstep:
+    """The reference and the candidates decode the same batch; the reference's
+    log-probabilities are computed once per batch into reused buffers and compared with each
+    candidate's before the next batch (memory: a few batch x n_vocab arrays)."""
+
+    def __init__(self, ref: Context, cands: list[Context], batch: int, n_vocab: int) -> None:
+        self.ref, self.cands, self.batch = ref, cands, batch
+        self.buf_lp = np.empty((batch, n_vocab), dtype=np.float32)
+        self.buf_p = np.empty((batch, n_vocab), dtype=np.float32)
+        self.buf_lq = np.empty((batch, n_vocab), dtype=np.float32)
+
+    def language(
+        self, lang: str, chunks: list[list[int]], progress: Progress | None
+    ) -> tuple[list[_Acc], float]:
+        """Per-candidate accumulators over all chunks of one language, and the reference's
+        negative log-likelihood over the same positions."""
+        accs = [_Acc() for _ in self.cands]
+        nll_ref = 0.0
+        total = sum(len(c) for c in chunks)
+        done = 0
+        for chunk in chunks:
+            for ctx in (self.ref, *self.cands):
+                ctx.clear()
+            for s in range(0, len(chunk), self.batch):
+                nll_ref += self._batch(chunk, s, accs)
+                done += len(chunk[s : s + self.batch])
+                if progress is not None:
+                    progress(lang, done, total)
+        return accs, nll_ref
+
+    def _batch(self, chunk: list[int], s: int, accs: list[_Acc]) -> float:
+        """Decode chunk[s : s + batch] everywhere; score positions i in [max(s, 1),
+        min(s + len, L - 1)), which have a next token. Returns the reference's NLL there."""
+        part = chunk[s : s + self.batch]
+        lo, hi = max(s, 1), min(s + len(part), len(chunk) - 1)
+        logits = self.ref.decode(part, s)
+        if hi <= lo:
+            for ctx in self.cands:
+                ctx.decode(part, s)
+            return 0.0
+        idx = slice(lo - s, hi - s)  # a view: no copy of vocabulary rows
+        rows = np.arange(hi - lo)
+        nxt = np.asarray(chunk[lo + 1 : hi + 1])
+        lp = _log_softmax_into(logits[idx], self.buf_lp[: hi - lo])
+        p = np.exp(lp, out=self.buf_p[: hi - lo])
+        ref_top = logits[idx].argmax(axis=1)
+        nll_ref = -float(lp[rows, nxt].sum(dtype=np.float64))
+        for acc, ctx in zip(accs, self.cands, strict=True):
+            clog = ctx.decode(part, s)
+            lq = _log_softmax_into(clog[idx], self.buf_lq[: hi - lo])
+            acc.agree += int((clog[idx].argmax(axis=1) == ref_top).sum())
+            acc.nll -= float(lq[rows, nxt].sum(dtype=np.float64))
+            acc.kl.append(_kl_rows(lp, p, lq))
+            acc.n += hi - lo
+        return nll_ref

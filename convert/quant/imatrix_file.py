@@ -18,9 +18,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 
 from seachat.convert.errors import UserError
 from seachat.convert.files import temp_beside
+from seachat.convert.gguf_file.reader import MAGIC, GGUFFormatError, GGUFHeader, read_gguf_header
 from seachat.convert.quant.imatrix import Imatrix, ImatrixEntry
 
 KEY_DATASETS = "imatrix.datasets"
@@ -32,8 +34,6 @@ COUNT_SUFFIX = ".counts"
 
 def write_imatrix(imatrix: Imatrix, path: str | Path) -> Path:
     """Write in llama.cpp's GGUF imatrix format (temp file, then rename)."""
-    from gguf import GGUFValueType, GGUFWriter
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path, "imatrix")
@@ -74,38 +74,24 @@ def read_imatrix(path: str | Path) -> Imatrix:
         raise UserError(f"{path}: no such importance-matrix file")
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic == b"GGUF":
+    if magic == MAGIC:
         return _read_gguf(path)
     return _read_legacy(path)
 
 
 def _read_gguf(path: Path) -> Imatrix:
-    from gguf import GGUFReader
-
     try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - gguf raises assorted errors on bad files
+        header = read_gguf_header(path, arrays=(KEY_DATASETS,))
+    except GGUFFormatError as exc:
         raise UserError(f"{path}: not a readable GGUF imatrix ({exc})") from exc
-
-    def field_value(key: str):
-        f = reader.fields.get(key)
-        return None if f is None else f.contents()
-
-    datasets = field_value(KEY_DATASETS) or []
-    chunk_count = field_value(KEY_CHUNK_COUNT)
-    chunk_size = field_value(KEY_CHUNK_SIZE)
-    if field_value(KEY_DATASETS) is None or chunk_count is None or chunk_size is None:
+    datasets = header.get(KEY_DATASETS)
+    chunk_count = header.get(KEY_CHUNK_COUNT)
+    chunk_size = header.get(KEY_CHUNK_SIZE)
+    if datasets is None or chunk_count is None or chunk_size is None:
         raise UserError(
             f"{path}: GGUF file without imatrix metadata (imatrix.datasets/chunk_count/chunk_size); is it an importance matrix?"
         )
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, np.ndarray] = {}
-    for t in reader.tensors:
-        data = np.asarray(t.data, dtype=np.float32)
-        if t.name.endswith(SUM_SUFFIX):
-            sums[t.name[: -len(SUM_SUFFIX)]] = data
-        elif t.name.endswith(COUNT_SUFFIX):
-            counts[t.name[: -len(COUNT_SUFFIX)]] = data
+    sums, counts = _read_tensors(header)
     if not sums:
         raise UserError(f"{path}: the importance matrix holds no entries")
     entries: dict[str, ImatrixEntry] = {}
@@ -119,6 +105,29 @@ def _read_gguf(path: Path) -> Imatrix:
         s = sums[name].reshape(n_mat, -1).astype(np.float64)
         entries[name] = ImatrixEntry(s, c)
     return Imatrix(entries, [str(d) for d in datasets], int(chunk_count), int(chunk_size))
+
+
+def _read_tensors(header: GGUFHeader) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """weight name -> x² sums and -> counts, read from the data section (F32 only, as
+    llama.cpp's imatrix loader requires)."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    with open(header.path, "rb") as f:
+        for t in header.tensors:
+            if t.ggml_type != GGMLQuantizationType.F32:
+                raise UserError(
+                    f"{header.path}: {t.name} is {t.type_name}, not F32; the file is damaged"
+                )
+            f.seek(header.data_offset + t.offset)
+            raw = f.read(4 * t.n_elements)
+            if len(raw) < 4 * t.n_elements:
+                raise UserError(f"{header.path}: truncated at {t.name}; the file is damaged")
+            values = np.frombuffer(raw, dtype="<f4")
+            if t.name.endswith(SUM_SUFFIX):
+                sums[t.name[: -len(SUM_SUFFIX)]] = values
+            elif t.name.endswith(COUNT_SUFFIX):
+                counts[t.name[: -len(COUNT_SUFFIX)]] = values
+    return sums, counts
 
 
 def _read_legacy(path: Path) -> Imatrix:

@@ -229,7 +229,7 @@ def _fallback_chain(profile: Profile, wanted: GGMLType, row: int) -> tuple[GGMLT
     t = wanted
     seen = [t.name]
     while not t.fits(row):
-        nxt = profile.fallback_for(t.name)
+        nxt = profile.fallbacks.get(t.name)
         if nxt is None:
             # llama.cpp: a 32-block type with no smaller block to go to becomes F16
             nxt = "f16"
@@ -250,6 +250,8 @@ def plan_tensors(
     architecture: str = "unknown",
     source: str = "model",
 ) -> QuantPlan:
+    """Every tensor's type under the profile, with the rule that decided it and any
+    fallback; UserError when a rule's layer range does not fit this model."""
     tensors = list(tensors)
     names = {t.name for t in tensors}
     tied = "output.weight" not in names
@@ -269,91 +271,89 @@ def plan_tensors(
         src = TYPES_BY_ID.get(info.ggml_type)
         src_name = src.name if src else info.type_name.lower()
         kind = tensor_kind(info.name)
-        kinds = {kind}
-        if kind == "token_embd" and tied and info.name == "token_embd.weight":
-            kinds.add("output")
+        shape = tuple(info.shape)
         n_el = info.n_elements
         if not llama_quantizes(info.name, info.shape):
             plan.tensors.append(
                 TensorPlan(
                     info.name,
-                    tuple(info.shape),
+                    shape,
                     kind,
                     layer,
                     src_name,
-                    False,
-                    src_name,
-                    src_name,
-                    "kept (not a quantizable weight)",
-                    None,
-                    n_el,
-                    info.n_bytes,
+                    quantize=False,
+                    requested=src_name,
+                    final=src_name,
+                    decided_by="kept (not a quantizable weight)",
+                    n_elements=n_el,
+                    n_bytes=info.n_bytes,
                 )
             )
             continue
-        wanted: GGMLType | None = None
-        decided_by = ""
-        if "output" in kinds and profile.output_type is not None:
-            wanted, decided_by = (
-                profile.output_type,
-                "output_type" + (" (tied embedding)" if kind == "token_embd" else ""),
-            )
-        elif kind == "token_embd" and profile.token_embd_type is not None:
-            wanted, decided_by = profile.token_embd_type, "token_embd_type"
-        else:
-            for rule in profile.rules:
-                if rule.kinds and not kinds.intersection(rule.kinds):
-                    continue
-                if rule.pattern is not None and not rule.pattern.search(info.name):
-                    continue
-                if rule.layers is not None and (
-                    layer is None or not rule.layers.matches(layer, n_layer)
-                ):
-                    continue
-                wanted, decided_by = rule.type, rule.describe()
-                if rule.why.startswith("allocated"):
-                    decided_by += " [allocated]"
-                used.add(rule.index)
-                break
-        if profile.allocated and decided_by.startswith(("output_type", "token_embd_type")):
-            decided_by += " [allocated]"
-        if wanted is None:
-            wanted, decided_by = profile.default_type, "default_type"
+        wanted, decided_by = _requested(profile, info.name, kind, tied, layer, n_layer, used)
         final, why = _fallback_chain(profile, wanted, info.shape[0])
-        nrows = n_el // info.shape[0]
         plan.tensors.append(
             TensorPlan(
                 info.name,
-                tuple(info.shape),
+                shape,
                 kind,
                 layer,
                 src_name,
-                True,
-                wanted.name,
-                final.name,
-                decided_by,
-                why,
-                n_el,
-                nrows * final.row_bytes(info.shape[0]),
+                quantize=True,
+                requested=wanted.name,
+                final=final.name,
+                decided_by=decided_by,
+                fallback=why,
+                n_elements=n_el,
+                n_bytes=n_el // info.shape[0] * final.row_bytes(info.shape[0]),
             )
         )
     plan.unused_rules = [r.describe() for r in profile.rules if r.index not in used]
     return plan
 
 
-def plan_for_header(profile: Profile, header: GGUFHeader) -> QuantPlan:
-    if profile.allocate is not None:
-        from seachat.convert.quant.tune import allocate_for_header
-
-        profile = allocate_for_header(profile, header)
-    n_layer = header.arch_key("block_count")
-    return plan_tensors(
-        profile,
-        header.tensors,
-        n_layer=int(n_layer) if n_layer else None,
-        architecture=header.architecture,
-        source=str(header.path),
-    )
+def _requested(
+    profile: Profile,
+    name: str,
+    kind: str,
+    tied: bool,
+    layer: int | None,
+    n_layer: int,
+    used: set[int],
+) -> tuple[GGMLType, str]:
+    """The type the profile asks for and what decided it: output_type / token_embd_type, else
+    the first matching rule (its index goes into `used`), else default_type. A tied embedding
+    is the output projection too, so output rules and output_type apply to it."""
+    kinds = {kind}
+    if kind == "token_embd" and tied and name == "token_embd.weight":
+        kinds.add("output")
+    wanted: GGMLType | None = None
+    decided_by = ""
+    if "output" in kinds and profile.output_type is not None:
+        wanted = profile.output_type
+        decided_by = "output_type" + (" (tied embedding)" if kind == "token_embd" else "")
+    elif kind == "token_embd" and profile.token_embd_type is not None:
+        wanted, decided_by = profile.token_embd_type, "token_embd_type"
+    else:
+        for rule in profile.rules:
+            if rule.kinds and not kinds.intersection(rule.kinds):
+                continue
+            if rule.pattern is not None and not rule.pattern.search(name):
+                continue
+            if rule.layers is not None and (
+                layer is None or not rule.layers.matches(layer, n_layer)
+            ):
+                continue
+            wanted, decided_by = rule.type, rule.describe()
+            if rule.why.startswith("allocated"):
+                decided_by += " [allocated]"
+            used.add(rule.index)
+            break
+    if profile.allocated and decided_by.startswith(("output_type", "token_embd_type")):
+        decided_by += " [allocated]"
+    if wanted is None:
+        return profile.default_type, "default_type"
+    return wanted, decided_by
 
 
 def check_written(plan: QuantPlan, header: GGUFHeader) -> None:

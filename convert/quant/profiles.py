@@ -80,6 +80,8 @@ _ALLOCATE_KEYS = {"budget", "measurements", "ranges", "fixed"}
 _RULE_KEYS = {"kind", "pattern", "layers", "type", "why"}
 _CALIBRATION_KEYS = {"chunk_size", "tokens", "mix", "process_output"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# ALL_F32, MOSTLY_F16, MOSTLY_BF16: llama.cpp would ignore per-tensor types
+_UNQUANTIZED_FILE_TYPES = (0, 1, 32)
 
 
 # --------------------------------------------------------------------------- layer selectors
@@ -224,7 +226,7 @@ class Allocate:
     """Re-solve the per-group types for each model: minimise the worst language's predicted
     KLD (from `measurements`, per kind and depth range) within the size `budget` — a stock
     profile's size on the same model, or bits per weight. The profile's own rules then cover
-    only what the measurements do not (seachat.convert.quant.tune.allocate_for_header)."""
+    only what the measurements do not (seachat.convert.quant.tune.per_model.allocate_for_header)."""
 
     budget: str | float
     measurements: Path
@@ -255,17 +257,6 @@ class Profile:
     def file_type_id(self) -> int:
         return file_type_id(self.file_type)
 
-    def fallback_for(self, type_name: str) -> str | None:
-        return self.fallbacks.get(type_name)
-
-    def types_used(self) -> set[str]:
-        used = {self.default_type.name}
-        used.update(r.type.name for r in self.rules)
-        for t in (self.output_type, self.token_embd_type):
-            if t is not None:
-                used.add(t.name)
-        return used
-
 
 def _err(where: str, message: str) -> UserError:
     return UserError(f"{where}: {message}")
@@ -282,50 +273,8 @@ def _type(where: str, value: Any, what: str) -> GGMLType:
 
 def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profile:
     """Validate a parsed TOML table and build the Profile; UserError on the first problem."""
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise _err(
-            source,
-            f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_TOP_KEYS))})",
-        )
-    for key in ("name", "summary", "target_bpw", "default_type"):
-        if key not in data:
-            raise _err(source, f"missing required key {key!r}")
-    name = data["name"]
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise _err(source, f"name {name!r} must be lower-case letters, digits, '-', '_' or '.'")
-    summary = data["summary"]
-    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip():
-        raise _err(source, "summary must be one non-empty line")
-    bpw = data["target_bpw"]
-    if not isinstance(bpw, (int, float)) or not 1.0 <= float(bpw) <= 32.0:
-        raise _err(source, f"target_bpw {bpw!r} must be a number between 1 and 32")
-    default_type = _type(source, data["default_type"], "default_type")
-    if not default_type.is_quantized:
-        raise _err(
-            source,
-            f"default_type {default_type.name} is not a quantized type (use seachat convert --outtype for f16/bf16/f32)",
-        )
-
-    file_type = data.get("file_type") or DEFAULT_FILE_TYPE[default_type.name]
-    try:
-        ftype_id = file_type_id(file_type)
-    except KeyError:
-        raise _err(
-            source, f"file_type {file_type!r} is not a llama.cpp file type (e.g. Q4_K_M)"
-        ) from None
-    if ftype_id in (
-        0,
-        1,
-        32,
-    ):  # ALL_F32, MOSTLY_F16, MOSTLY_BF16: llama.cpp would ignore per-tensor types
-        raise _err(source, f"file_type {file_type!r} must be a quantized llama.cpp file type")
-    file_type = (
-        file_type.upper()
-        if file_type.upper().startswith("MOSTLY_")
-        else "MOSTLY_" + file_type.upper()
-    )
-
+    name, summary, bpw = _identity(source, data)
+    default_type, file_type = _types(source, data)
     output_type = (
         _type(source, data["output_type"], "output_type") if "output_type" in data else None
     )
@@ -334,68 +283,8 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
         if "token_embd_type" in data
         else None
     )
-
-    fallbacks_raw = data.get("fallbacks", {})
-    if not isinstance(fallbacks_raw, dict):
-        raise _err(source, "[fallbacks] must be a table of type = type")
-    fallbacks = dict(LLAMA_CPP_FALLBACKS)
-    for src, dst in fallbacks_raw.items():
-        s = _type(f"{source}: [fallbacks]", src, "key")
-        d = _type(f"{source}: [fallbacks]", dst, s.name)
-        if d.block >= s.block and d.is_quantized:
-            raise _err(
-                source,
-                f"[fallbacks] {s.name} -> {d.name}: the fallback must have a smaller block than {s.block}",
-            )
-        fallbacks[s.name] = d.name
-
-    rules_raw = data.get("rules", [])
-    if not isinstance(rules_raw, list):
-        raise _err(source, "rules must be an array of tables ([[rules]])")
-    rules: list[Rule] = []
-    for i, raw in enumerate(rules_raw, start=1):
-        where = f"{source}: rule {i}"
-        if not isinstance(raw, dict):
-            raise _err(where, "each [[rules]] entry must be a table")
-        bad = set(raw) - _RULE_KEYS
-        if bad:
-            raise _err(
-                where,
-                f"unknown key(s) {', '.join(sorted(bad))} (allowed: {', '.join(sorted(_RULE_KEYS))})",
-            )
-        if "type" not in raw:
-            raise _err(where, "missing 'type'")
-        rtype = _type(where, raw["type"], "type")
-        kind_raw = raw.get("kind", [])
-        kinds = (kind_raw,) if isinstance(kind_raw, str) else kind_raw
-        if not isinstance(kinds, (list, tuple)) or not all(isinstance(k, str) for k in kinds):
-            raise _err(where, "kind must be a kind name or a list of them")
-        for kind in kinds:
-            if kind not in KINDS:
-                raise _err(where, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
-        pattern = None
-        if "pattern" in raw:
-            if not isinstance(raw["pattern"], str) or not raw["pattern"]:
-                raise _err(where, "pattern must be a non-empty regular expression string")
-            try:
-                pattern = re.compile(raw["pattern"])
-            except re.error as exc:
-                raise _err(
-                    where, f"pattern {raw['pattern']!r} is not a valid regular expression ({exc})"
-                ) from None
-        layers = None
-        if "layers" in raw:
-            try:
-                layers = LayerSelector.parse(raw["layers"])
-            except ValueError as exc:
-                raise _err(where, str(exc)) from None
-        if not kinds and pattern is None and layers is None:
-            raise _err(
-                where,
-                "a rule needs at least one of kind, pattern or layers (use default_type for everything)",
-            )
-        rules.append(Rule(i, rtype, tuple(kinds), pattern, layers, str(raw.get("why", ""))))
-
+    fallbacks = _fallbacks(source, data.get("fallbacks", {}))
+    rules = _rules(source, data.get("rules", []))
     imatrix = data.get("imatrix", False)
     if not isinstance(imatrix, bool):
         raise _err(source, "imatrix must be true or false")
@@ -414,7 +303,6 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
             source,
             f"type(s) {', '.join(t.name for t in needs)} need an importance matrix: set imatrix = true",
         )
-
     stock = data.get("stock")
     if stock is not None:
         try:
@@ -425,14 +313,13 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
     if not isinstance(tuned, dict):
         raise _err(source, "[tuned] must be a table")
     allocate = _allocate(source, data["allocate"]) if "allocate" in data else None
-
     return Profile(
         name=name,
-        summary=summary.strip(),
-        target_bpw=float(bpw),
+        summary=summary,
+        target_bpw=bpw,
         default_type=default_type,
         file_type=file_type,
-        rules=tuple(rules),
+        rules=rules,
         fallbacks=fallbacks,
         output_type=output_type,
         token_embd_type=token_embd_type,
@@ -443,6 +330,116 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
         source=Path(source) if source != "<profile>" else None,
         allocate=allocate,
     )
+
+
+def _identity(source: str, data: dict[str, Any]) -> tuple[str, str, float]:
+    """Only known keys, the required ones present; the name, one-line summary and target."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise _err(
+            source,
+            f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_TOP_KEYS))})",
+        )
+    for key in ("name", "summary", "target_bpw", "default_type"):
+        if key not in data:
+            raise _err(source, f"missing required key {key!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _err(source, f"name {name!r} must be lower-case letters, digits, '-', '_' or '.'")
+    summary = data["summary"]
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip():
+        raise _err(source, "summary must be one non-empty line")
+    bpw = data["target_bpw"]
+    if not isinstance(bpw, (int, float)) or not 1.0 <= float(bpw) <= 32.0:
+        raise _err(source, f"target_bpw {bpw!r} must be a number between 1 and 32")
+    return name, summary.strip(), float(bpw)
+
+
+def _types(source: str, data: dict[str, Any]) -> tuple[GGMLType, str]:
+    """The default type (a quantized one) and the llama.cpp file type, as MOSTLY_<NAME>."""
+    default_type = _type(source, data["default_type"], "default_type")
+    if not default_type.is_quantized:
+        raise _err(
+            source,
+            f"default_type {default_type.name} is not a quantized type (use seachat convert --outtype for f16/bf16/f32)",
+        )
+    file_type = data.get("file_type") or DEFAULT_FILE_TYPE[default_type.name]
+    try:
+        ftype_id = file_type_id(file_type)
+    except KeyError:
+        raise _err(
+            source, f"file_type {file_type!r} is not a llama.cpp file type (e.g. Q4_K_M)"
+        ) from None
+    if ftype_id in _UNQUANTIZED_FILE_TYPES:
+        raise _err(source, f"file_type {file_type!r} must be a quantized llama.cpp file type")
+    upper = file_type.upper()
+    return default_type, upper if upper.startswith("MOSTLY_") else "MOSTLY_" + upper
+
+
+def _fallbacks(source: str, raw: Any) -> dict[str, str]:
+    """llama.cpp's fallbacks with the profile's [fallbacks] over them."""
+    if not isinstance(raw, dict):
+        raise _err(source, "[fallbacks] must be a table of type = type")
+    fallbacks = dict(LLAMA_CPP_FALLBACKS)
+    for src, dst in raw.items():
+        s = _type(f"{source}: [fallbacks]", src, "key")
+        d = _type(f"{source}: [fallbacks]", dst, s.name)
+        if d.block >= s.block and d.is_quantized:
+            raise _err(
+                source,
+                f"[fallbacks] {s.name} -> {d.name}: the fallback must have a smaller block than {s.block}",
+            )
+        fallbacks[s.name] = d.name
+    return fallbacks
+
+
+def _rules(source: str, raw: Any) -> tuple[Rule, ...]:
+    if not isinstance(raw, list):
+        raise _err(source, "rules must be an array of tables ([[rules]])")
+    return tuple(_rule(f"{source}: rule {i}", i, r) for i, r in enumerate(raw, start=1))
+
+
+def _rule(where: str, index: int, raw: Any) -> Rule:
+    if not isinstance(raw, dict):
+        raise _err(where, "each [[rules]] entry must be a table")
+    bad = set(raw) - _RULE_KEYS
+    if bad:
+        raise _err(
+            where,
+            f"unknown key(s) {', '.join(sorted(bad))} (allowed: {', '.join(sorted(_RULE_KEYS))})",
+        )
+    if "type" not in raw:
+        raise _err(where, "missing 'type'")
+    rtype = _type(where, raw["type"], "type")
+    kind_raw = raw.get("kind", [])
+    kinds = (kind_raw,) if isinstance(kind_raw, str) else kind_raw
+    if not isinstance(kinds, (list, tuple)) or not all(isinstance(k, str) for k in kinds):
+        raise _err(where, "kind must be a kind name or a list of them")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise _err(where, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    pattern = None
+    if "pattern" in raw:
+        if not isinstance(raw["pattern"], str) or not raw["pattern"]:
+            raise _err(where, "pattern must be a non-empty regular expression string")
+        try:
+            pattern = re.compile(raw["pattern"])
+        except re.error as exc:
+            raise _err(
+                where, f"pattern {raw['pattern']!r} is not a valid regular expression ({exc})"
+            ) from None
+    layers = None
+    if "layers" in raw:
+        try:
+            layers = LayerSelector.parse(raw["layers"])
+        except ValueError as exc:
+            raise _err(where, str(exc)) from None
+    if not kinds and pattern is None and layers is None:
+        raise _err(
+            where,
+            "a rule needs at least one of kind, pattern or layers (use default_type for everything)",
+        )
+    return Rule(index, rtype, tuple(kinds), pattern, layers, str(raw.get("why", "")))
 
 
 def _allocate(source: str, raw: Any) -> Allocate:
@@ -534,14 +531,21 @@ def _calibration(source: str, raw: Any) -> Calibration:
 def load_profile_file(path: str | Path) -> Profile:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from exc
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the profile as UTF-8") from None
-    return profile_from_dict(data, str(path))
+    return profile_from_text(text, str(path))
+
+
+def profile_from_text(text: str, source: str) -> Profile:
+    """A profile from TOML text; UserError naming `source` for bad syntax or content."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML ({exc}); fix the syntax") from exc
+    return profile_from_dict(data, source)
 
 
 def shipped_profile_paths() -> dict[str, Path]:

@@ -29,20 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seachat.convert.errors import UserError
-from seachat.convert.files import temp_beside
+from seachat.convert.files import temp_beside, write_text_atomic
+from seachat.convert.gguf_file.ggml_types import TYPES
 from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
-from seachat.convert.gguf_file.reader import GGUFFormatError, read_gguf_header
+from seachat.convert.gguf_file.reader import GGUFFormatError, GGUFHeader, read_gguf_header
 from seachat.convert.quant.imatrix import Imatrix
-from seachat.convert.quant.plan import QuantPlan, check_written, plan_for_header
+from seachat.convert.quant.plan import QuantPlan, check_written, plan_tensors
 from seachat.convert.quant.profiles import Profile, load_profile
+from seachat.convert.quant.report import EvalReport, report_path
+from seachat.convert.quant.tune.per_model import allocate_for_header
 from seachat.convert.units import human_bytes
 
-IMATRIX_KEYS = (
-    "quantize.imatrix.file",
-    "quantize.imatrix.dataset",
-    "quantize.imatrix.entries_count",
-    "quantize.imatrix.chunks_count",
-)
 DEFAULT_EVAL_TOKENS = 512  # per language; the shipped held-out text is about this long
 
 # progress(stage, done, total): stage is "imatrix", "quantize", "evaluate" or "write"
@@ -79,7 +76,7 @@ class QuantizeReport:
     plan: QuantPlan
     file_size: int
     imatrix: ImatrixInfo | None = None
-    evaluation: object | None = None  # seachat.convert.quant.evaluate.EvalReport
+    evaluation: EvalReport | None = None
     eval_json: Path | None = None
     quality_summary: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -109,6 +106,21 @@ class QuantizeReport:
         return lines
 
 
+def plan_for_header(profile: Profile, header: GGUFHeader) -> QuantPlan:
+    """The plan a profile gives on this model; an [allocate] profile is first re-solved for
+    it (seachat.convert.quant.tune.per_model), so its rules are this model's."""
+    if profile.allocate is not None:
+        profile = allocate_for_header(profile, header)
+    n_layer = header.arch_key("block_count")
+    return plan_tensors(
+        profile,
+        header.tensors,
+        n_layer=int(n_layer) if n_layer else None,
+        architecture=header.architecture,
+        source=str(header.path),
+    )
+
+
 def plan_profile(src_gguf: str | Path, profile: str | Path | Profile) -> QuantPlan:
     """The plan alone (for --dry-run): validated profile, every tensor's type, sizes."""
     prof = load_profile(profile)
@@ -120,20 +132,6 @@ def _header(path: Path):
         return read_gguf_header(path)
     except GGUFFormatError as exc:
         raise UserError(f"{exc}; give an F16/BF16/F32 GGUF") from None
-
-
-def _tmp_beside(out: Path, tag: str) -> Path:
-    return temp_beside(out, tag)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = _tmp_beside(path, "json")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def obtain_imatrix(
@@ -210,12 +208,37 @@ def quantize_with_profile(
     path). See the module docstring for the steps. Returns a QuantizeReport; raises
     UserError (one line, naming the file and the fix) on bad input. `source_label` names
     the source in the report when src_gguf is a temporary file (`convert --profile`)."""
-    from seachat.convert.gguf_file.kv_edit import set_metadata
-    from seachat.convert.llama.quantizer import run_llama_quantize
-
     t_start = time.monotonic()
     src, out = Path(src_gguf), Path(out_gguf)
     prof = load_profile(profile)
+    plan = _validate(src, out, prof, overwrite, allow_requantize, (imatrix, calibration, eval_text))
+    texts = None
+    if evaluate:
+        from seachat.convert.quant.evaluate import read_eval_texts
+
+        texts = read_eval_texts(eval_text)
+    job = _Job(src, out, prof, plan, threads, progress, n_gpu_layers)
+    if prof.imatrix or imatrix is not None or calibration is not None or _needs_imatrix(plan):
+        job.timed("imatrix", _imatrix_stage, imatrix, calibration, save_imatrix)
+    job.quantize_and_evaluate(texts, eval_text, eval_max_tokens, allow_requantize, source_label)
+    report = job.report()
+    if job.evaluation is not None:
+        report.eval_json = _write_eval_json(job, report.file_size, source_label or str(src))
+    job.seconds["total"] = time.monotonic() - t_start
+    if progress:
+        progress("write", 1, 1)
+    return report
+
+
+def _validate(
+    src: Path,
+    out: Path,
+    prof: Profile,
+    overwrite: bool,
+    allow_requantize: bool,
+    inputs: tuple[Path | None, ...],
+) -> QuantPlan:
+    """Everything that can be wrong before any work starts; the plan when nothing is."""
     if not src.is_file():
         raise UserError(f"{src}: no such GGUF file")
     if out.exists() and not overwrite:
@@ -224,8 +247,7 @@ def quantize_with_profile(
         raise UserError(f"{out}: output and input are the same file; choose another output path")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
-    header = _header(src)
-    plan = plan_for_header(prof, header)
+    plan = plan_for_header(prof, _header(src))
     requant = sorted(
         {t.source_type for t in plan.tensors if t.quantize and t.source_type not in _SOURCE_TYPES}
     )
@@ -234,171 +256,237 @@ def quantize_with_profile(
             f"{src}: holds already-quantized tensors ({', '.join(requant)}); quantize from an F16/BF16/F32 GGUF "
             "(seachat convert --outtype f16), or pass --allow-requantize and accept the extra loss"
         )
-    for path in (imatrix, calibration, eval_text):
+    for path in inputs:
         if path is not None and not Path(path).exists():
             raise UserError(f"{path}: no such file or directory")
-    texts = None
-    if evaluate:
-        from seachat.convert.quant.evaluate import read_eval_texts
+    return plan
 
-        texts = read_eval_texts(eval_text)
-    notes: list[str] = []
-    if plan.unused_rules:
-        notes.append(f"profile rules that matched no tensor: {'; '.join(plan.unused_rules)}")
 
-    seconds: dict[str, float] = {}
-    im = None
-    im_info = None
-    needs_im = {t.final for t in plan.tensors if t.quantize} & {
-        "iq3_xxs",
-        "iq2_s",
-        "iq2_xs",
-        "iq2_xxs",
-        "iq1_m",
-        "iq1_s",
-    }
-    if prof.imatrix or imatrix is not None or calibration is not None or needs_im:
+def _needs_imatrix(plan: QuantPlan) -> bool:
+    """A planned type llama.cpp refuses to produce without an importance matrix."""
+    return any(TYPES[t.final].needs_imatrix for t in plan.tensors if t.quantize)
+
+
+@dataclass
+class _Job:
+    """One quantization's state as it passes through the stages: what each stage produced,
+    the stage timings, and the temporary files beside OUT that an error must remove."""
+
+    src: Path
+    out: Path
+    prof: Profile
+    plan: QuantPlan
+    threads: int | None
+    progress: Progress | None
+    n_gpu_layers: int
+    im: Imatrix | None = None
+    im_info: ImatrixInfo | None = None
+    evaluation: EvalReport | None = None
+    summary: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, fn: Callable[..., None], *args: object) -> None:
         t0 = time.monotonic()
-        im, im_info = obtain_imatrix(
-            src,
-            prof,
-            imatrix=imatrix,
-            calibration=calibration,
-            threads=threads,
-            progress=progress,
-            n_gpu_layers=n_gpu_layers,
-        )
-        seconds["imatrix"] = time.monotonic() - t0
-        planned = {
-            t.name for t in plan.tensors if t.quantize and t.kind not in ("token_embd", "output")
-        }
-        shapes = {t.name: t.shape for t in plan.tensors}
-        for name, entry in im.entries.items():
-            shape = shapes.get(name)
-            if shape is None:
-                continue
-            n_mat = shape[2] if len(shape) > 2 else 1
-            if entry.sums.size != shape[0] * n_mat:
-                raise UserError(
-                    f"{imatrix or 'importance matrix'}: {name} has {entry.sums.size} values but the model's tensor has "
-                    f"{shape[0] * n_mat} columns; the matrix was made for another model, compute one for this model"
+        fn(self, *args)
+        self.seconds[stage] = time.monotonic() - t0
+
+    def quantize_and_evaluate(
+        self,
+        texts: dict[str, str] | None,
+        eval_text: Path | None,
+        eval_max_tokens: int,
+        allow_requantize: bool,
+        source_label: str | None,
+    ) -> None:
+        """Quantize into a temporary file, evaluate it and write the summary into its
+        metadata (a second temporary file), then rename onto OUT; on any error or Ctrl-C
+        the temporary files go."""
+        tmp_q = temp_beside(self.out, "quant")
+        tmp_final: Path | None = None
+        try:
+            self.timed("quantize", _quantize_stage, tmp_q, allow_requantize)
+            if texts is not None:
+                self.timed(
+                    "evaluate",
+                    _evaluate_stage,
+                    tmp_q,
+                    texts,
+                    eval_text,
+                    eval_max_tokens,
+                    source_label,
                 )
-        missing = sorted(planned - set(im.entries))
-        if missing:
-            im_info.notes.append(
-                f"{len(missing)} weight(s) without importance data (quantized without it): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
-            )
-        if save_imatrix is not None:
-            from seachat.convert.quant.imatrix_file import write_imatrix
-
-            write_imatrix(im, save_imatrix)
-
-    kv: dict[str, str | int] = {PROFILE_KEY: prof.name}
-    if im is not None and im_info is not None:
-        kv["quantize.imatrix.file"] = (
-            im_info.source if im_info.source != "computed" else "seachat (computed)"
-        )
-        if im.datasets:
-            kv["quantize.imatrix.dataset"] = im.datasets[0]
-        kv["quantize.imatrix.entries_count"] = len(im.entries)
-        if im.chunk_count > 0:
-            kv["quantize.imatrix.chunks_count"] = im.chunk_count
-
-    tmp_q = _tmp_beside(out, "quant")
-    tmp_final: Path | None = None
-    try:
-        t0 = time.monotonic()
-        if progress:
-            progress("quantize", 0, len(plan.tensors))
-        counter = {"n": 0}
-
-        def echo(line: str) -> None:
-            if progress and line.startswith("[") and "/" in line[:12]:
-                counter["n"] += 1
-                progress("quantize", counter["n"], len(plan.tensors))
-
-        run_llama_quantize(
-            src,
-            tmp_q,
-            ftype=prof.file_type_id,
-            overrides=plan.overrides(),
-            imatrix=im.means() if im is not None else None,
-            kv=kv,
-            threads=threads,
-            allow_requantize=allow_requantize,
-            echo=echo,
-        )
-        check_written(plan, _header(tmp_q))
-        seconds["quantize"] = time.monotonic() - t0
-
-        evaluation = None
-        summary = None
-        if texts is not None:
-            from seachat.convert.quant.evaluate import evaluate_model
-
-            t0 = time.monotonic()
-            evaluation = evaluate_model(
-                src,
-                tmp_q,
-                texts,
-                max_tokens=eval_max_tokens,
-                threads=threads,
-                progress=(lambda lang, d, t: progress("evaluate", d, t)) if progress else None,
-                n_gpu_layers=n_gpu_layers,
-            )
-            src_type = sorted({t.source_type for t in plan.tensors if t.quantize})
-            evaluation.settings["reference_type"] = "/".join(src_type).upper() or "reference"
-            evaluation.model = str(out)
-            evaluation.reference = source_label or str(src)
-            evaluation.text = (
-                Path(eval_text).name if eval_text else "seachat held-out evaluation text"
-            )
-            summary = f"{prof.name}: {evaluation.summary_line()}"
-            seconds["evaluate"] = time.monotonic() - t0
-            if progress:
-                progress("write", 0, 1)
-            tmp_final = _tmp_beside(out, "final")
-            set_metadata(tmp_q, tmp_final, {PROFILE_KEY: prof.name, QUALITY_KEY: summary})
+                if self.progress:
+                    self.progress("write", 0, 1)
+                tmp_final = temp_beside(self.out, "final")
+                _write_summary(tmp_q, tmp_final, self.prof.name, self.summary or "")
+                tmp_q.unlink(missing_ok=True)
+                tmp_q = tmp_final
+            os.replace(tmp_q, self.out)
+            tmp_final = None
+        except BaseException:
             tmp_q.unlink(missing_ok=True)
-            tmp_q = tmp_final
-        os.replace(tmp_q, out)
-        tmp_final = None
-    except BaseException:
-        tmp_q.unlink(missing_ok=True)
-        if tmp_final is not None:
-            tmp_final.unlink(missing_ok=True)
-        raise
+            if tmp_final is not None:
+                tmp_final.unlink(missing_ok=True)
+            raise
 
-    report = QuantizeReport(
-        profile=prof.name,
-        source=src,
-        output=out,
-        plan=plan,
-        file_size=out.stat().st_size,
-        imatrix=im_info,
-        evaluation=evaluation,
-        quality_summary=summary,
-        seconds=seconds,
-        notes=notes,
-    )
-    if evaluation is not None:
-        eval_path = out.with_name(out.name + ".eval.json")
-        data = evaluation.to_json()
-        data.update(
-            {
-                "profile": prof.name,
-                "profile_summary": prof.summary,
-                "source": source_label or str(src),
-                "file_size": report.file_size,
-                "bits_per_weight": round(plan.bits_per_weight, 4),
-                "type_counts": plan.type_counts(),
-                "fallbacks": {t.name: t.fallback for t in plan.fallbacks},
-                "imatrix": im_info.to_json() if im_info else None,
-            }
+    def report(self) -> QuantizeReport:
+        notes = []
+        if self.plan.unused_rules:
+            notes.append(
+                f"profile rules that matched no tensor: {'; '.join(self.plan.unused_rules)}"
+            )
+        return QuantizeReport(
+            profile=self.prof.name,
+            source=self.src,
+            output=self.out,
+            plan=self.plan,
+            file_size=self.out.stat().st_size,
+            imatrix=self.im_info,
+            evaluation=self.evaluation,
+            quality_summary=self.summary,
+            seconds=self.seconds,
+            notes=notes,
         )
-        _write_json(eval_path, data)
-        report.eval_json = eval_path
-    seconds["total"] = time.monotonic() - t_start
+
+
+def _imatrix_stage(
+    job: _Job, imatrix: Path | None, calibration: Path | None, save_imatrix: Path | None
+) -> None:
+    """Read or compute the importance matrix, check it was made for this model, note the
+    weights it does not cover, and save it when asked."""
+    im, info = obtain_imatrix(
+        job.src,
+        job.prof,
+        imatrix=imatrix,
+        calibration=calibration,
+        threads=job.threads,
+        progress=job.progress,
+        n_gpu_layers=job.n_gpu_layers,
+    )
+    shapes = {t.name: t.shape for t in job.plan.tensors}
+    for name, entry in im.entries.items():
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        n_mat = shape[2] if len(shape) > 2 else 1
+        if entry.sums.size != shape[0] * n_mat:
+            raise UserError(
+                f"{imatrix or 'importance matrix'}: {name} has {entry.sums.size} values but the model's tensor has "
+                f"{shape[0] * n_mat} columns; the matrix was made for another model, compute one for this model"
+            )
+    planned = {
+        t.name for t in job.plan.tensors if t.quantize and t.kind not in ("token_embd", "output")
+    }
+    missing = sorted(planned - set(im.entries))
+    if missing:
+        info.notes.append(
+            f"{len(missing)} weight(s) without importance data (quantized without it): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+        )
+    if save_imatrix is not None:
+        from seachat.convert.quant.imatrix_file import write_imatrix
+
+        write_imatrix(im, save_imatrix)
+    job.im, job.im_info = im, info
+
+
+def _imatrix_kv(im: Imatrix, info: ImatrixInfo) -> dict[str, str | int]:
+    """The quantize.imatrix.* keys llama-quantize itself records when given a matrix."""
+    kv: dict[str, str | int] = {
+        "quantize.imatrix.file": info.source if info.source != "computed" else "seachat (computed)"
+    }
+    if im.datasets:
+        kv["quantize.imatrix.dataset"] = im.datasets[0]
+    kv["quantize.imatrix.entries_count"] = len(im.entries)
+    if im.chunk_count > 0:
+        kv["quantize.imatrix.chunks_count"] = im.chunk_count
+    return kv
+
+
+def _quantize_stage(job: _Job, tmp_q: Path, allow_requantize: bool) -> None:
+    """llama.cpp writes tmp_q with the plan's exact types; the written types are checked."""
+    from seachat.convert.llama.quantizer import run_llama_quantize
+
+    kv: dict[str, str | int] = {PROFILE_KEY: job.prof.name}
+    if job.im is not None and job.im_info is not None:
+        kv.update(_imatrix_kv(job.im, job.im_info))
+    n_tensors = len(job.plan.tensors)
+    progress = job.progress
     if progress:
-        progress("write", 1, 1)
-    return report
+        progress("quantize", 0, n_tensors)
+    counter = {"n": 0}
+
+    def echo(line: str) -> None:
+        if progress and line.startswith("[") and "/" in line[:12]:
+            counter["n"] += 1
+            progress("quantize", counter["n"], n_tensors)
+
+    run_llama_quantize(
+        job.src,
+        tmp_q,
+        ftype=job.prof.file_type_id,
+        overrides=job.plan.overrides(),
+        imatrix=job.im.means() if job.im is not None else None,
+        kv=kv,
+        threads=job.threads,
+        allow_requantize=allow_requantize,
+        echo=echo,
+    )
+    check_written(job.plan, _header(tmp_q))
+
+
+def _evaluate_stage(
+    job: _Job,
+    tmp_q: Path,
+    texts: dict[str, str],
+    eval_text: Path | None,
+    eval_max_tokens: int,
+    source_label: str | None,
+) -> None:
+    """Per-language evaluation of tmp_q against the source, labelled with the names the
+    report will carry (OUT, not the temporary file)."""
+    from seachat.convert.quant.evaluate import evaluate_models
+
+    progress = job.progress
+    evaluation = evaluate_models(
+        job.src,
+        [tmp_q],
+        texts,
+        max_tokens=eval_max_tokens,
+        threads=job.threads,
+        progress=(lambda lang, d, t: progress("evaluate", d, t)) if progress else None,
+        n_gpu_layers=job.n_gpu_layers,
+    )[0]
+    src_type = sorted({t.source_type for t in job.plan.tensors if t.quantize})
+    evaluation.settings["reference_type"] = "/".join(src_type).upper() or "reference"
+    evaluation.model = str(job.out)
+    evaluation.reference = source_label or str(job.src)
+    evaluation.text = Path(eval_text).name if eval_text else "seachat held-out evaluation text"
+    job.evaluation = evaluation
+    job.summary = f"{job.prof.name}: {evaluation.summary_line()}"
+
+
+def _write_summary(src: Path, dst: Path, profile: str, summary: str) -> None:
+    from seachat.convert.gguf_file.kv_edit import set_metadata
+
+    set_metadata(src, dst, {PROFILE_KEY: profile, QUALITY_KEY: summary})
+
+
+def _write_eval_json(job: _Job, file_size: int, source: str) -> Path:
+    """OUT.gguf.eval.json: the evaluation report, with what was quantized and how."""
+    assert job.evaluation is not None
+    path = report_path(job.out)
+    data = job.evaluation.to_json()
+    data.update(
+        {
+            "profile": job.prof.name,
+            "profile_summary": job.prof.summary,
+            "source": source,
+            "file_size": file_size,
+            "bits_per_weight": round(job.plan.bits_per_weight, 4),
+            "type_counts": job.plan.type_counts(),
+            "fallbacks": {t.name: t.fallback for t in job.plan.fallbacks},
+            "imatrix": job.im_info.to_json() if job.im_info else None,
+        }
+    )
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return path

@@ -13,7 +13,7 @@ import pytest
 from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import TYPES
 from seachat.convert.gguf_file.reader import TensorInfo, read_gguf_header
-from seachat.convert.quant.plan import plan_for_header, plan_tensors
+from seachat.convert.quant.plan import plan_tensors
 from seachat.convert.quant.profiles import (
     LayerSelector,
     load_profile,
@@ -22,6 +22,7 @@ from seachat.convert.quant.profiles import (
     shipped_profile_paths,
     shipped_profiles,
 )
+from seachat.convert.quant.quantize import plan_for_header
 from tests.convert.quant.conftest import CALIBRATION_LANGUAGES
 
 BASE = {"name": "t", "summary": "test", "target_bpw": 5.0, "default_type": "q4_k"}

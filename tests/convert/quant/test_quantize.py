@@ -20,9 +20,8 @@ from seachat.convert.gguf_file.reader import read_gguf_header
 from seachat.convert.llama.quantizer import run_llama_quantize
 from seachat.convert.quant.imatrix import compute_imatrix
 from seachat.convert.quant.imatrix_file import read_imatrix, write_imatrix
-from seachat.convert.quant.plan import plan_for_header
 from seachat.convert.quant.profiles import load_profile
-from seachat.convert.quant.quantize import quantize_with_profile
+from seachat.convert.quant.quantize import plan_for_header, quantize_with_profile
 
 STOCK = ("q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0")
 

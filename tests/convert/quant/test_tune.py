@@ -12,9 +12,11 @@ import pytest
 
 from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.reader import read_gguf_header
-from seachat.convert.quant.plan import plan_for_header
 from seachat.convert.quant.profiles import load_profile_file, profile_from_dict
-from seachat.convert.quant.tune import Group, allocate, make_groups, profile_toml
+from seachat.convert.quant.quantize import plan_for_header
+from seachat.convert.quant.tune.allocate import Allocation, allocate
+from seachat.convert.quant.tune.groups import Group, make_groups
+from seachat.convert.quant.tune.profile_toml import profile_toml
 
 
 def test_groups_of_the_tiny_model(tiny_llama: Path):
@@ -193,8 +195,6 @@ def test_profile_toml_round_trips_through_the_parser():
         "f16",
         {"q5_0": 7, "q8_0": 11, "f16": 20},
     )
-    from seachat.convert.quant.tune import Allocation
-
     alloc = Allocation(
         {"attn_v@0-1/2": "q8_0", "attn_v@1/2-1": "q8_0", "output": "q8_0"}, 33, {"eng": 0.1}, 40
     )
