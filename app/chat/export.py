@@ -3,22 +3,21 @@
 File names keep the title readable in any script: only characters that are unsafe in a path
 on Windows, macOS or Linux (separators, reserved punctuation, control characters) are
 replaced, and the name is cut at a grapheme boundary to fit the 255-byte limit of common
-file systems. Files are written to a temporary name and renamed, so an export is never
-half-written.
+file systems. Files are written to a temporary name and renamed (seachat.convert.files), so
+an export is never half-written and gets the permissions the user's umask gives any new file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
 from seachat.app.chat.store import Conversation, Message
 from seachat.app.text.segment import graphemes
+from seachat.convert.files import write_text_atomic
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*\u202a-\u202e\u2066-\u2069]')
 _RESERVED = {
@@ -95,12 +94,5 @@ def export(conv: Conversation, messages: list[Message], directory: Path, fmt: st
     while target.exists():
         target = directory / f"{stem} ({n}).{fmt}"
         n += 1
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".export-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, text)
     return target

@@ -1,20 +1,29 @@
 """`seachat models`, `rm`, `pull` and `publish`: the model library on disk and on the Hub.
 
-Kept thin: listing lives in library.py, downloading in pull.py/hub_download.py, the model
-card in model_card.py and uploading in publish.py. Imports of huggingface-hub happen inside
-the commands so that `seachat models` starts in a blink.
+Kept thin: listing lives in app/library/catalog.py, downloading in app/hub/pull.py and
+download.py, the model card in app/hub/card.py and uploading in app/hub/publish.py. Imports
+of huggingface-hub happen inside the commands so that `seachat models` starts in a blink.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from seachat.app.cli.options import models_dir_option
 from seachat.convert.errors import UserError
+
+if TYPE_CHECKING:
+    from seachat.app.hub.pull import PullOptions
+    from seachat.app.hub.repo import PullSpec
+    from seachat.app.library.catalog import BrokenModel, PartialDownload
+    from seachat.app.library.model_info import ModelInfo
+    from seachat.app.text.progress import TransferProgress
 
 # --------------------------------------------------------------------------- models
 
@@ -40,10 +49,9 @@ def _languages_label(langs: tuple[str, ...], limit: int = 5) -> str:
 )
 def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
     """List the GGUF models in the library, unreadable files, and unfinished downloads."""
-    from seachat.app.library.catalog import list_models, list_partials, read_source
+    from seachat.app.library.catalog import list_models, list_partials
     from seachat.app.library.model_info import PLANNING_CONTEXT, available_ram
     from seachat.app.paths import models_dir as resolve_dir
-    from seachat.app.text.table import render
     from seachat.convert.units import human_bytes
 
     root = resolve_dir(models_dir)
@@ -53,45 +61,11 @@ def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
     ctx = n_ctx or PLANNING_CONTEXT
 
     if as_json:
-        data = {
-            "models_dir": str(root),
-            "available_ram": free,
-            "models": [
-                {
-                    "file": info.path.name,
-                    "path": str(info.path),
-                    "name": info.name,
-                    "architecture": info.architecture,
-                    "parameters": info.n_params,
-                    "size_label": info.params_label,
-                    "quantization": info.quantization,
-                    "profile": info.profile,
-                    "size": info.file_size,
-                    "languages": list(info.languages),
-                    "ram_needed": info.ram_needed(ctx),
-                    "fits_in_ram": info.fits_in_ram(ctx, free),
-                    "source": (
-                        {"repo_id": src.repo_id, "filename": src.filename, "commit": src.commit}
-                        if (src := read_source(info.path))
-                        else None
-                    ),
-                }
-                for info in good
-            ],
-            "broken": [{"path": str(b.path), "reason": b.reason} for b in broken],
-            "partial_downloads": [
-                {
-                    "path": str(p.part),
-                    "have": p.have,
-                    "total": p.total,
-                    "repo_id": p.repo_id,
-                    "filename": p.filename,
-                    "resume": p.resume_command,
-                }
-                for p in partials
-            ],
-        }
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                _listing_json(root, good, broken, partials, free, ctx), indent=2, ensure_ascii=False
+            )
+        )
         return
 
     click.echo(f"Models in {root} (free RAM {human_bytes(free)}, planned for {ctx} tokens)")
@@ -101,32 +75,7 @@ def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
         )
         return
     if good:
-        rows = []
-        for info in good:
-            quant = f"{info.profile} ({info.quantization})" if info.profile else info.quantization
-            need = info.ram_needed(ctx)
-            fits = "yes" if need <= free else f"no, needs {human_bytes(need)}"
-            rows.append(
-                [
-                    info.name,
-                    info.architecture,
-                    info.params_label,
-                    quant,
-                    human_bytes(info.file_size),
-                    _languages_label(info.languages),
-                    fits,
-                    info.path.name,
-                ]
-            )
-        click.echo(
-            render(
-                ["NAME", "ARCH", "PARAMS", "QUANT", "SIZE", "LANGUAGES", "FITS", "FILE"],
-                rows,
-                max_widths=[32, 12, 8, 26, 10, 28, 24, 60],
-                right=[False, False, True, False, True, False, False, False],
-                indent="  ",
-            )
-        )
+        click.echo(_models_table(good, free, ctx))
     if broken:
         click.echo("\nUnreadable (not listed above; remove with `seachat rm FILE`):")
         for b in broken:
@@ -139,6 +88,87 @@ def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
             of = f" of {human_bytes(p.total)} ({p.percent:.0f}%)" if p.total else ""
             hint = f"resume: {p.resume_command}" if p.resume_command else "no resume record"
             click.echo(f"  {p.part.name}  {have}{of}  {hint}")
+
+
+def _listing_json(
+    root: Path,
+    good: list[ModelInfo],
+    broken: list[BrokenModel],
+    partials: list[PartialDownload],
+    free: int,
+    ctx: int,
+) -> dict[str, object]:
+    """`seachat models --json`: every field a script needs, the RAM plan for `ctx` included."""
+    from seachat.app.library.catalog import read_source
+
+    return {
+        "models_dir": str(root),
+        "available_ram": free,
+        "models": [
+            {
+                "file": info.path.name,
+                "path": str(info.path),
+                "name": info.name,
+                "architecture": info.architecture,
+                "parameters": info.n_params,
+                "size_label": info.params_label,
+                "quantization": info.quantization,
+                "profile": info.profile,
+                "size": info.file_size,
+                "languages": list(info.languages),
+                "ram_needed": info.ram_needed(ctx),
+                "fits_in_ram": info.fits_in_ram(ctx, free),
+                "source": (
+                    {"repo_id": src.repo_id, "filename": src.filename, "commit": src.commit}
+                    if (src := read_source(info.path))
+                    else None
+                ),
+            }
+            for info in good
+        ],
+        "broken": [{"path": str(b.path), "reason": b.reason} for b in broken],
+        "partial_downloads": [
+            {
+                "path": str(p.part),
+                "have": p.have,
+                "total": p.total,
+                "repo_id": p.repo_id,
+                "filename": p.filename,
+                "resume": p.resume_command,
+            }
+            for p in partials
+        ],
+    }
+
+
+def _models_table(good: list[ModelInfo], free: int, ctx: int) -> str:
+    from seachat.app.text.table import render
+    from seachat.convert.units import human_bytes
+
+    rows = []
+    for info in good:
+        quant = f"{info.profile} ({info.quantization})" if info.profile else info.quantization
+        need = info.ram_needed(ctx)
+        fits = "yes" if need <= free else f"no, needs {human_bytes(need)}"
+        rows.append(
+            [
+                info.name,
+                info.architecture,
+                info.params_label,
+                quant,
+                human_bytes(info.file_size),
+                _languages_label(info.languages),
+                fits,
+                info.path.name,
+            ]
+        )
+    return render(
+        ["NAME", "ARCH", "PARAMS", "QUANT", "SIZE", "LANGUAGES", "FITS", "FILE"],
+        rows,
+        max_widths=[32, 12, 8, 26, 10, 28, 24, 60],
+        right=[False, False, True, False, True, False, False, False],
+        indent="  ",
+    )
 
 
 # --------------------------------------------------------------------------- rm
@@ -258,7 +288,6 @@ def pull(
     from seachat.app.hub.download import DownloadInterrupted
     from seachat.app.hub.repo import Ambiguous, choices_table, parse_spec
     from seachat.app.paths import models_dir as resolve_dir
-    from seachat.app.text.progress import TransferProgress
     from seachat.convert.units import human_bytes
 
     parsed = parse_spec(spec)
@@ -271,57 +300,71 @@ def pull(
         retries=retries,
         force=force,
     )
-
-    progresses: list[TransferProgress] = []
-
-    def note(msg: str) -> None:
-        live = [bar for bar in progresses if not bar.closed]
-        if live:
-            live[-1].interject(msg)
-        else:
-            click.echo(msg, err=True)
-
+    bars = _Bars()
     if list_only:
-        pull_mod.quiet_hub()
-        if (reason := pull_mod.offline_reason(options)) is not None:
-            raise UserError(f"offline ({reason}): listing {parsed.repo_id} needs the Hub.")
-        try:
-            listing = pull_mod.list_repo(parsed, options, note)
-        except pull_mod.HubUnreachable as exc:
-            raise UserError(
-                f"cannot reach {pull_mod.hub_endpoint(options)} ({exc}); listing needs the Hub."
-            ) from exc
-        choices = [f for f in listing.files if "-of-" not in f.filename or "00001-of" in f.filename]
-        click.echo(f"GGUF files in {parsed.repo_id}:")
-        click.echo(choices_table(choices, listing.every_gguf))
+        _list_repo_files(parsed, options, bars.note)
         return
-
-    def progress_factory(label: str, total: int | None, initial: int) -> TransferProgress:
-        bar = TransferProgress(label, total, initial)
-        progresses.append(bar)
-        return bar
-
     try:
-        outcome = pull_mod.pull(parsed, root, options, note=note, progress_factory=progress_factory)
+        outcome = pull_mod.pull(parsed, root, options, note=bars.note, progress_factory=bars.new)
     except Ambiguous as exc:
         click.echo(f"GGUF files in {parsed.repo_id}:")
         click.echo(choices_table(exc.choices, exc.every_gguf))
         raise
     except DownloadInterrupted as exc:
         of = f" of {human_bytes(exc.total)}" if exc.total else ""
-        note(
+        bars.note(
             f"\nInterrupted: {human_bytes(exc.have)}{of} kept in {exc.part}.\n"
             f"Run `seachat pull {parsed}` again to resume where it stopped."
         )
         raise
 
     if outcome.message:
-        note(outcome.message)
-    for result, bar in zip(outcome.results, progresses, strict=False):
+        bars.note(outcome.message)
+    for result, bar in zip(outcome.results, bars.made, strict=False):
         resumed = f", resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else ""
-        note(f"{result.path.name}: sha256 verified, {bar.summary()}{resumed}")
+        bars.note(f"{result.path.name}: sha256 verified, {bar.summary()}{resumed}")
     if outcome.paths:  # the model's path (for a split GGUF, its first part is what loads it)
         click.echo(str(outcome.paths[0]))
+
+
+class _Bars:
+    """The progress lines of one `seachat pull`, and notes printed without tearing them."""
+
+    def __init__(self) -> None:
+        self.made: list[TransferProgress] = []
+
+    def new(self, label: str, total: int | None, initial: int) -> TransferProgress:
+        from seachat.app.text.progress import TransferProgress
+
+        bar = TransferProgress(label, total, initial)
+        self.made.append(bar)
+        return bar
+
+    def note(self, msg: str) -> None:
+        live = [bar for bar in self.made if not bar.closed]
+        if live:
+            live[-1].interject(msg)
+        else:
+            click.echo(msg, err=True)
+
+
+def _list_repo_files(parsed: PullSpec, options: PullOptions, note: Callable[[str], None]) -> None:
+    """`seachat pull --list`: the repository's GGUF files (split files by their first part)."""
+    from seachat.app.hub import pull as pull_mod
+    from seachat.app.hub.repo import choices_table
+
+    pull_mod.quiet_hub()
+    if (reason := pull_mod.offline_reason(options)) is not None:
+        raise UserError(f"offline ({reason}): listing {parsed.repo_id} needs the Hub.")
+    try:
+        listing = pull_mod.list_repo(parsed, options, note)
+    except pull_mod.HubUnreachable as exc:
+        raise UserError(
+            f"cannot reach {pull_mod.hub_endpoint(options)} ({exc}); listing needs the Hub."
+        ) from exc
+    choices = [f for f in listing.files if "-of-" not in f.filename or "00001-of" in f.filename]
+    click.echo(f"GGUF files in {parsed.repo_id}:")
+    click.echo(choices_table(choices, listing.every_gguf))
 
 
 # --------------------------------------------------------------------------- publish

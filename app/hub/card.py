@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seachat.app.hub.repo import RepoGGUF
-from seachat.app.library.eval_report import EvalReport, read_report
 from seachat.app.library.model_info import (
     PLANNING_CONTEXT,
     ModelInfo,
@@ -28,6 +27,7 @@ from seachat.app.text.languages import display_name, iso_codes, lookup
 from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.keys import QUALITY_KEY
 from seachat.convert.gguf_file.reader import GGUFFormatError, GGUFHeader, read_gguf_header
+from seachat.convert.quant.report import EvalReport, read_report
 from seachat.convert.units import human_bytes
 
 GENERATED_MARKER = (
@@ -297,10 +297,10 @@ def _md(text: str) -> str:
 
 def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
     files = sorted(files, key=lambda f: (f.info.file_size, f.path.name))
+    base = facts.base_models[0] if facts.base_models else None
     out: list[str] = ["---", front_matter(facts).rstrip(), "---", "", GENERATED_MARKER, ""]
     out.append(f"# {facts.model_name} — GGUF for seachat and llama.cpp")
     out.append("")
-    base = facts.base_models[0] if facts.base_models else None
     what = f"[{base}](https://huggingface.co/{base})" if base else f"**{facts.model_name}**"
     out.append(
         f"Quantized GGUF files of {what}, made with [seachat](https://pypi.org/project/seachat/), "
@@ -308,9 +308,18 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
         "other non-Latin scripts as intact as Latin ones — and measure it per language."
     )
     out.append("")
+    out.extend(_files_section(repo_id, files))
+    out.extend(_quality_section(files))
+    out.extend(_run_section(repo_id, files))
+    out.extend(_calibration_section(facts))
+    out.extend(_languages_section(facts))
+    out.extend(_license_section(facts, base))
+    return "\n".join(out)
 
-    out.append("## Files")
-    out.append("")
+
+def _files_section(repo_id: str, files: list[CardFile]) -> list[str]:
+    """One row per file: size, bits per weight, RAM, its pull tag and (when measured) quality."""
+    out = ["## Files", ""]
     with_quality = any(f.report is not None and f.report.languages for f in files)
     head = f"| File | Profile | Type | Size | Bits/weight | RAM needed ({PLANNING_CONTEXT // 1024}k context) | `seachat pull` tag |"
     rule = "|---|---|---|---:|---:|---:|---|"
@@ -326,7 +335,7 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
         )
         if with_quality:
             worst = f.report.worst() if f.report else None
-            row += f" {_fmt(_mean_kld(f.report))} | {f'{display_name(worst.code)} {_fmt(worst.kld_mean)}' if worst else '–'} |"
+            row += f" {_fmt(_mean_kld(f.report))} | {f'{display_name(worst.language)} {_fmt(worst.kld_mean)}' if worst else '–'} |"
         out.append(row)
     out.append("")
     summaries = [(f, f.meta(QUALITY_KEY)) for f in files if f.meta(QUALITY_KEY)]
@@ -334,13 +343,15 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
         out.append(f"- `{f.path.name}`: {summary}")
     if summaries:
         out.append("")
+    return out
 
-    out.extend(_quality_section(files))
 
+def _run_section(repo_id: str, files: list[CardFile]) -> list[str]:
+    """How to run one of the files with seachat and with llama.cpp."""
     # The example file: the default profile if present, else the middle-sized file.
     example = next((f for f in files if (f.info.profile or "") == "sea-q4"), files[len(files) // 2])
     tag = pull_tag(example, files)
-    out += [
+    return [
         "## Run with seachat",
         "",
         "```sh",
@@ -363,26 +374,31 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
         "",
     ]
 
-    out += ["## Calibration", ""]
+
+def _calibration_section(facts: CardFacts) -> list[str]:
+    out = ["## Calibration", ""]
     if facts.calibration:
-        for note in facts.calibration:
-            out.append(f"- {note}")
+        out.extend(f"- {note}" for note in facts.calibration)
     else:
         out.append(
             "The files record no calibration text: they were quantized without an importance matrix."
         )
     out.append("")
+    return out
 
-    if facts.languages:
-        out += ["## Languages", ""]
-        names = []
-        for code in facts.languages:
-            lang = lookup(code)
-            names.append(f"{lang.english} ({lang.native}, `{code}`)" if lang else f"`{code}`")
-        out.append(", ".join(names))
-        out.append("")
 
-    out += ["## License", ""]
+def _languages_section(facts: CardFacts) -> list[str]:
+    if not facts.languages:
+        return []
+    names = []
+    for code in facts.languages:
+        lang = lookup(code)
+        names.append(f"{lang.english} ({lang.native}, `{code}`)" if lang else f"`{code}`")
+    return ["## Languages", "", ", ".join(names), ""]
+
+
+def _license_section(facts: CardFacts, base: str | None) -> list[str]:
+    out = ["## License", ""]
     if facts.license:
         lic = facts.license_name or facts.license
         link = f" ([terms]({facts.license_link}))" if facts.license_link else ""
@@ -391,7 +407,7 @@ def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
     else:
         out.append("No license is recorded in the files; see the original model's card.")
     out.append("")
-    return "\n".join(out)
+    return out
 
 
 def _quality_section(files: list[CardFile]) -> list[str]:
@@ -432,7 +448,7 @@ def _quality_section(files: list[CardFile]) -> list[str]:
     worst_cells = []
     for f in reported:
         w = f.report.worst() if f.report else None
-        worst_cells += [f"{_fmt(w.kld_mean)} ({w.code})" if w else "–", ""]
+        worst_cells += [f"{_fmt(w.kld_mean)} ({w.language})" if w else "–", ""]
     out.append("| **worst** | " + " | ".join(worst_cells) + " |")
     out.append("")
     return out

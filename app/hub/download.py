@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import random
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from seachat.convert.errors import UserError
+from seachat.convert.files import write_text_atomic
 from seachat.convert.units import human_bytes
 
 PART_SUFFIX = ".part"
@@ -239,15 +241,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def discard_partial(final: Path) -> None:
     for p in (part_path(final), state_path(final)):
         with contextlib.suppress(FileNotFoundError):
@@ -359,6 +352,21 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """How `download` was asked to behave; one object so the transfer's stages can share it."""
+
+    token: str | bool | None
+    retries: int
+    base_wait: float
+    max_wait: float
+    connect_timeout: float
+    read_timeout: float
+    block_size: int
+    progress_factory: Callable[[str, int | None, int], Any] | None
+    sleep: Callable[[float], None]
+
+
 def download(
     remote: RemoteFile,
     final: Path,
@@ -381,6 +389,17 @@ def download(
     """
     import filelock
 
+    settings = _Settings(
+        token=token,
+        retries=retries,
+        base_wait=base_wait,
+        max_wait=max_wait,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        block_size=block_size,
+        progress_factory=progress_factory,
+        sleep=sleep,
+    )
     final.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(lock_path(final)), timeout=0)
     try:
@@ -391,20 +410,7 @@ def download(
             "wait for it to finish (or stop it) and run again."
         ) from None
     try:
-        return _download_locked(
-            remote,
-            final,
-            token=token,
-            retries=retries,
-            base_wait=base_wait,
-            max_wait=max_wait,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            block_size=block_size,
-            progress_factory=progress_factory,
-            note=note,
-            sleep=sleep,
-        )
+        return _Transfer(remote, final, settings, note).run()
     finally:
         lock.release()
         if not part_path(final).exists():
@@ -420,238 +426,285 @@ def _expected_digest(remote: RemoteFile) -> tuple[str, str] | None:
     return None
 
 
-def _download_locked(
-    remote: RemoteFile,
-    final: Path,
-    *,
-    token: str | bool | None,
-    retries: int,
-    base_wait: float,
-    max_wait: float,
-    connect_timeout: float,
-    read_timeout: float,
-    block_size: int,
-    progress_factory: Callable[[str, int | None, int], Any] | None,
-    note: Callable[[str], None],
-    sleep: Callable[[float], None],
-) -> DownloadResult:
-    import httpx2
-    from huggingface_hub import get_session
-    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+class _Transfer:
+    """One download of `remote` into `final`, run while holding its lock.
 
-    part, sidecar = part_path(final), state_path(final)
-    notes: list[str] = []
+    The stages (keep what an earlier run left, check the disk, fetch, verify, install) are
+    methods sharing the open part file, the running hashes and the byte counts. Closing the
+    file and the progress line, and saving a checkpoint when the transfer stops early, are
+    registered once on an ExitStack, so every way out of the fetch cleans up the same way.
+    """
 
-    def tell(msg: str) -> None:
-        notes.append(msg)
-        note(msg)
+    file: io.FileIO  # the part file, open while fetching
+    state: PartState
+    hashes: _Hashes
 
-    expected = _expected_digest(remote)
-    git_size = remote.size if expected and expected[0] == "git-sha1" else None
+    def __init__(
+        self, remote: RemoteFile, final: Path, settings: _Settings, note: Callable[[str], None]
+    ) -> None:
+        self.remote, self.final, self.settings, self.note = remote, final, settings, note
+        self.part, self.sidecar = part_path(final), state_path(final)
+        self.notes: list[str] = []
+        self.expected = _expected_digest(remote)
+        self.git_size = remote.size if self.expected and self.expected[0] == "git-sha1" else None
+        self.block_size = settings.block_size
+        self.progress: Any = None
+        self.offset = self.resumed_from = self.last_cp = 0
+        self.fetched = self.failures = self.total_retries = 0
 
-    # 1. Decide what, if anything, of an earlier run we keep.
-    state = read_state(final)
-    if part.exists() and state is None:
-        tell("found a partial file without its checkpoint; starting over")
-        discard_partial(final)
-    elif state is not None and (state.identity != remote.identity or state.size != remote.size):
-        tell("the file on the Hub changed since the partial download; starting over")
-        discard_partial(final)
-        state = None
-    if state is None:
-        state = PartState.new(remote, block_size)
-    block_size = state.checkpoint.block_size  # a resumed part keeps the block size it began with
-    hashes = _Hashes(block_size, git_size)
-    if part.exists() and part.stat().st_size > 64 * 1024 * 1024:
-        note(f"checking the {human_bytes(part.stat().st_size)} downloaded before")
-    offset = _verify_existing(part, state.checkpoint, hashes, tell) if part.exists() else 0
-    if offset != state.checkpoint.size:
-        # Keep only the verified prefix; the hashes object already holds exactly that prefix.
-        state.checkpoint = hashes.checkpoint(offset)
-    resumed_from = offset
-    if offset:
-        tell(f"resuming at {human_bytes(offset)} of {human_bytes(remote.size or 0)}")
+    def tell(self, msg: str) -> None:
+        """A note the caller sees now and that the result keeps."""
+        self.notes.append(msg)
+        self.note(msg)
 
-    # 2. Room on disk for the rest (a full disk mid-transfer is a worse way to learn it).
-    if remote.size is not None:
-        need = remote.size - offset
-        free = shutil.disk_usage(final.parent).free
+    def run(self) -> DownloadResult:
+        self._keep_verified_prefix()
+        self._check_free_space()
+        self.state.url, self.state.commit = self.remote.url, self.remote.commit
+        self._write_state()
+        try:
+            with contextlib.ExitStack() as stack:
+                self._open(stack)
+                self._fetch()
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self._verify()
+        except VerificationError:
+            discard_partial(self.final)
+            raise
+        except KeyboardInterrupt:
+            raise DownloadInterrupted(self.part, self.offset, self.remote.size) from None
+        return self._install()
+
+    # ----------------------------------------------------------------------- before the transfer
+
+    def _keep_verified_prefix(self) -> None:
+        """Decide what, if anything, of an earlier run we keep: the prefix that still hashes
+        to its checkpoint, of a partial download of this very file."""
+        state = read_state(self.final)
+        if self.part.exists() and state is None:
+            self.tell("found a partial file without its checkpoint; starting over")
+            discard_partial(self.final)
+        elif state is not None and (
+            state.identity != self.remote.identity or state.size != self.remote.size
+        ):
+            self.tell("the file on the Hub changed since the partial download; starting over")
+            discard_partial(self.final)
+            state = None
+        if state is None:
+            state = PartState.new(self.remote, self.settings.block_size)
+        self.state = state
+        self.block_size = state.checkpoint.block_size  # a resumed part keeps its block size
+        self.hashes = _Hashes(self.block_size, self.git_size)
+        if self.part.exists() and self.part.stat().st_size > 64 * 1024 * 1024:
+            self.note(f"checking the {human_bytes(self.part.stat().st_size)} downloaded before")
+        offset = 0
+        if self.part.exists():
+            offset = _verify_existing(self.part, state.checkpoint, self.hashes, self.tell)
+        if offset != state.checkpoint.size:
+            # Keep only the verified prefix; the hashes object already holds exactly that prefix.
+            state.checkpoint = self.hashes.checkpoint(offset)
+        self.offset = self.resumed_from = self.last_cp = offset
+        if offset:
+            self.tell(f"resuming at {human_bytes(offset)} of {human_bytes(self.remote.size or 0)}")
+
+    def _check_free_space(self) -> None:
+        """Room on disk for the rest (a full disk mid-transfer is a worse way to learn it)."""
+        if self.remote.size is None:
+            return
+        need = self.remote.size - self.offset
+        free = shutil.disk_usage(self.final.parent).free
         if need > free:
             raise DownloadError(
-                f"{final.parent}: not enough free disk space for {final.name} "
+                f"{self.final.parent}: not enough free disk space for {self.final.name} "
                 f"(needs {human_bytes(need)} more, {human_bytes(free)} free); free some space "
                 "or choose another --models-dir."
             )
 
-    state.url, state.commit = remote.url, remote.commit
-    state.updated = _now()
-    _write_atomic(sidecar, state.to_json())
+    def _write_state(self) -> None:
+        self.state.updated = _now()
+        write_text_atomic(self.sidecar, self.state.to_json())
 
-    headers = build_hf_headers(token=token)
-    headers["Accept-Encoding"] = "identity"  # Range offsets must be in bytes of the file
-    timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
-    progress = progress_factory(final.name, remote.size, offset) if progress_factory else None
-    fetched = 0
-    failures = 0
-    total_retries = 0
-    last_cp = offset
+    def _open(self, stack: contextlib.ExitStack) -> None:
+        """Open the progress line and the part file, to be closed (in that order reversed) by
+        `stack`, which also checkpoints what is on disk if the fetch stops early."""
+        factory = self.settings.progress_factory
+        if factory is not None:
+            self.progress = factory(self.final.name, self.remote.size, self.offset)
+            stack.callback(self.progress.close)
+        # Unbuffered: `offset` counts only bytes the OS took, so when a write fails (disk full,
+        # file size limit) the checkpoint saved on the way out covers exactly what is in the file.
+        mode = "r+b" if self.part.exists() else "w+b"
+        self.file = stack.enter_context(open(self.part, mode, buffering=0))  # noqa: SIM115
+        stack.push(self._checkpoint_on_error)
+        self.file.truncate(self.offset)
+        self.file.seek(self.offset)
 
-    # Unbuffered: `offset` counts only bytes the OS took, so when a write fails (disk full, file
-    # size limit) the checkpoint saved on the way out covers exactly what is in the file.
-    f = open(part, "r+b" if part.exists() else "w+b", buffering=0)  # noqa: SIM115 - closed in finally
+    def _checkpoint_on_error(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        """However the fetch stops early, the bytes on disk stay resumable — unless they are
+        known to be wrong, and are about to be discarded."""
+        if exc is not None and not isinstance(exc, VerificationError):
+            with contextlib.suppress(Exception):
+                self._save_checkpoint()
 
-    def save_checkpoint() -> None:
-        nonlocal last_cp
-        f.flush()
-        os.fsync(f.fileno())
-        state.checkpoint = hashes.checkpoint(offset)
-        state.updated = _now()
-        _write_atomic(sidecar, state.to_json())
-        last_cp = offset
+    def _save_checkpoint(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.state.checkpoint = self.hashes.checkpoint(self.offset)
+        self._write_state()
+        self.last_cp = self.offset
 
-    try:
-        f.truncate(offset)
-        f.seek(offset)
-        while remote.size is None or offset < remote.size:
-            req_headers = dict(headers)
-            if offset:
-                req_headers["Range"] = f"bytes={offset}-"
+    # ----------------------------------------------------------------------- the transfer
+
+    def _fetch(self) -> None:
+        """GET the rest of the file, reconnecting with a Range request after every failure."""
+        import httpx2
+        from huggingface_hub.utils import build_hf_headers
+
+        headers = build_hf_headers(token=self.settings.token)
+        headers["Accept-Encoding"] = "identity"  # Range offsets must be in bytes of the file
+        timeout = httpx2.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout)
+        while self.remote.size is None or self.offset < self.remote.size:
             try:
-                with get_session().stream(
-                    "GET", remote.url, headers=req_headers, timeout=timeout
-                ) as resp:
-                    if resp.status_code in RETRY_STATUS:
-                        raise _Transient(
-                            f"HTTP {resp.status_code} from the server", _retry_after(resp.headers)
-                        )
-                    if resp.status_code == 416 and remote.size is not None:
-                        # Our Range starts at or past the end: nothing more to fetch.
-                        break
-                    if resp.status_code >= 400:
-                        resp.read()
-                        hf_raise_for_status(resp)
-                    if offset and resp.status_code == 200:
-                        tell("the server ignored the Range request; downloading from the start")
-                        offset = last_cp = 0
-                        f.seek(0)
-                        f.truncate(0)
-                        hashes = _Hashes(block_size, git_size)
-                        if progress is not None:
-                            progress.restart(0)
-                    elif offset and resp.status_code == 206:
-                        start = _content_range_start(resp.headers.get("Content-Range"))
-                        if start != offset:
-                            raise _Transient(
-                                f"server answered Range {offset}- with {resp.headers.get('Content-Range')}"
-                            )
-                    # Chunks as they arrive (no re-chunking buffer): nothing is lost on a drop.
-                    for chunk in resp.iter_bytes():
-                        if not chunk:
-                            continue
-                        if remote.size is not None and offset + len(chunk) > remote.size:
-                            raise VerificationError(
-                                f"{final.name}: the server sent more than the {remote.size} bytes "
-                                f"the Hub announced for {remote.repo_id}/{remote.filename}; "
-                                "nothing was installed — run the command again."
-                            )
-                        view = memoryview(chunk)
-                        while view:  # a raw write may take only part of the chunk
-                            n = f.write(view) or 0
-                            hashes.update(view[:n])
-                            offset += n
-                            fetched += n
-                            view = view[n:]
-                        failures = 0
-                        if progress is not None:
-                            progress.update(len(chunk))
-                        if offset - last_cp >= block_size:
-                            save_checkpoint()
-                if remote.size is None:
-                    break
-                if offset < remote.size:
-                    raise _Transient("the connection ended before the end of the file")
+                self._fetch_once(headers, timeout)
+                return
             except (httpx2.TransportError, _Transient) as exc:
-                failures += 1
-                total_retries += 1
-                reason = _describe(exc)
-                if failures > retries:
-                    save_checkpoint()
-                    raise DownloadError(
-                        f"{final.name}: giving up after {retries} retries without progress "
-                        f"({reason}); {human_bytes(offset)} of "
-                        f"{human_bytes(remote.size or 0)} are kept in {part} — run the same "
-                        "command again to resume."
-                    ) from exc
-                retry_after = exc.retry_after if isinstance(exc, _Transient) else None
-                wait = min(max_wait, base_wait * 2 ** (failures - 1))
-                wait = wait * (0.5 + random.random() / 2)  # jitter: clients don't retry in step
-                if retry_after is not None:
-                    wait = min(max(wait, retry_after), max_wait)
-                save_checkpoint()
-                tell(
-                    f"{reason}; retrying in {wait:.1f}s (attempt {failures}/{retries}), "
-                    f"{human_bytes(offset)} kept"
-                )
-                sleep(wait)
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            save_checkpoint()
-        f.close()
-        if progress is not None:
-            progress.close()
-        raise DownloadInterrupted(part, offset, remote.size) from None
-    except VerificationError:
-        f.close()
-        discard_partial(final)
-        if progress is not None:
-            progress.close()
-        raise
-    except BaseException:
-        with contextlib.suppress(Exception):
-            save_checkpoint()
-        f.close()
-        if progress is not None:
-            progress.close()
-        raise
+                self._back_off(exc)
 
-    # 3. Verify, then move into place.
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    if progress is not None:
-        progress.close()
-    actual_sha256 = hashes.full.hexdigest()
-    if remote.size is not None and offset != remote.size:
-        discard_partial(final)
-        raise VerificationError(
-            f"{final.name}: got {offset} bytes, the Hub announced {remote.size}; the download "
-            "was discarded and nothing was installed — run the command again."
+    def _fetch_once(self, headers: dict[str, str], timeout: Any) -> None:
+        """One GET from `offset` on; raises _Transient when it ends before the file does."""
+        from huggingface_hub import get_session
+
+        req_headers = dict(headers)
+        if self.offset:
+            req_headers["Range"] = f"bytes={self.offset}-"
+        with get_session().stream(
+            "GET", self.remote.url, headers=req_headers, timeout=timeout
+        ) as resp:
+            if not self._accept(resp):
+                return
+            self._write_body(resp)
+        if self.remote.size is not None and self.offset < self.remote.size:
+            raise _Transient("the connection ended before the end of the file")
+
+    def _accept(self, resp: Any) -> bool:
+        """Whether the response carries bytes to write; raises for statuses worth retrying
+        (_Transient) and for refusals (huggingface-hub's HTTP errors)."""
+        from huggingface_hub.utils import hf_raise_for_status
+
+        status = resp.status_code
+        if status in RETRY_STATUS:
+            raise _Transient(f"HTTP {status} from the server", _retry_after(resp.headers))
+        if status == 416 and self.remote.size is not None:
+            return False  # our Range starts at or past the end: nothing more to fetch
+        if status >= 400:
+            resp.read()
+            hf_raise_for_status(resp)
+        if self.offset and status == 200:
+            self.tell("the server ignored the Range request; downloading from the start")
+            self.offset = self.last_cp = 0
+            self.file.seek(0)
+            self.file.truncate(0)
+            self.hashes = _Hashes(self.block_size, self.git_size)
+            if self.progress is not None:
+                self.progress.restart(0)
+        elif self.offset and status == 206:
+            start = _content_range_start(resp.headers.get("Content-Range"))
+            if start != self.offset:
+                raise _Transient(
+                    f"server answered Range {self.offset}- with {resp.headers.get('Content-Range')}"
+                )
+        return True
+
+    def _write_body(self, resp: Any) -> None:
+        size = self.remote.size
+        # Chunks as they arrive (no re-chunking buffer): nothing is lost on a drop.
+        for chunk in resp.iter_bytes():
+            if not chunk:
+                continue
+            if size is not None and self.offset + len(chunk) > size:
+                raise VerificationError(
+                    f"{self.final.name}: the server sent more than the {size} bytes the Hub "
+                    f"announced for {self.remote.repo_id}/{self.remote.filename}; nothing was "
+                    "installed — run the command again."
+                )
+            view = memoryview(chunk)
+            while view:  # a raw write may take only part of the chunk
+                n = self.file.write(view) or 0
+                self.hashes.update(view[:n])
+                self.offset += n
+                self.fetched += n
+                view = view[n:]
+            self.failures = 0
+            if self.progress is not None:
+                self.progress.update(len(chunk))
+            if self.offset - self.last_cp >= self.block_size:
+                self._save_checkpoint()
+
+    def _back_off(self, exc: Exception) -> None:
+        """Checkpoint, then wait before the next attempt — or give up after `retries` failures
+        in a row without progress."""
+        retries = self.settings.retries
+        self.failures += 1
+        self.total_retries += 1
+        reason = _describe(exc)
+        if self.failures > retries:
+            self._save_checkpoint()
+            raise DownloadError(
+                f"{self.final.name}: giving up after {retries} retries without progress "
+                f"({reason}); {human_bytes(self.offset)} of "
+                f"{human_bytes(self.remote.size or 0)} are kept in {self.part} — run the same "
+                "command again to resume."
+            ) from exc
+        retry_after = exc.retry_after if isinstance(exc, _Transient) else None
+        wait = min(self.settings.max_wait, self.settings.base_wait * 2 ** (self.failures - 1))
+        wait = wait * (0.5 + random.random() / 2)  # jitter: clients don't retry in step
+        if retry_after is not None:
+            wait = min(max(wait, retry_after), self.settings.max_wait)
+        self._save_checkpoint()
+        self.tell(
+            f"{reason}; retrying in {wait:.1f}s (attempt {self.failures}/{retries}), "
+            f"{human_bytes(self.offset)} kept"
         )
-    if expected is None:
-        tell("the Hub gave no checksum for this file: only its size was checked")
-    else:
-        kind, want = expected
-        got = actual_sha256 if kind == "sha256" else hashes.git.hexdigest()  # type: ignore[union-attr]
-        if got != want:
-            discard_partial(final)
+        self.settings.sleep(wait)
+
+    # ----------------------------------------------------------------------- after the transfer
+
+    def _verify(self) -> None:
+        """The size and digest the Hub published, or VerificationError (the caller discards)."""
+        if self.remote.size is not None and self.offset != self.remote.size:
             raise VerificationError(
-                f"{final.name}: downloaded bytes do not match the Hub's {kind} "
+                f"{self.final.name}: got {self.offset} bytes, the Hub announced "
+                f"{self.remote.size}; the download was discarded and nothing was installed — "
+                "run the command again."
+            )
+        if self.expected is None:
+            self.tell("the Hub gave no checksum for this file: only its size was checked")
+            return
+        kind, want = self.expected
+        digest = self.hashes.full if kind == "sha256" else self.hashes.git  # set for git-sha1
+        got = digest.hexdigest()  # type: ignore[union-attr]
+        if got != want:
+            raise VerificationError(
+                f"{self.final.name}: downloaded bytes do not match the Hub's {kind} "
                 f"(expected {want[:16]}…, got {got[:16]}…); the download was discarded and "
                 "nothing was installed — run the command again to download it afresh."
             )
-    os.replace(part, final)
-    _fsync_dir(final.parent)
-    with contextlib.suppress(FileNotFoundError):
-        sidecar.unlink()
-    return DownloadResult(
-        path=final,
-        size=offset,
-        sha256=actual_sha256,
-        fetched=fetched,
-        resumed_from=resumed_from,
-        retries=total_retries,
-        notes=notes,
-    )
+
+    def _install(self) -> DownloadResult:
+        os.replace(self.part, self.final)
+        _fsync_dir(self.final.parent)
+        with contextlib.suppress(FileNotFoundError):
+            self.sidecar.unlink()
+        return DownloadResult(
+            path=self.final,
+            size=self.offset,
+            sha256=self.hashes.full.hexdigest(),
+            fetched=self.fetched,
+            resumed_from=self.resumed_from,
+            retries=self.total_retries,
+            notes=self.notes,
+        )
 
 
 def _content_range_start(value: str | None) -> int | None:

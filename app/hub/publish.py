@@ -8,20 +8,21 @@ README.md that seachat did not write.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from seachat.app.hub.card import (
     GENERATED_MARKER,
+    CardFacts,
     CardOverrides,
     load_files,
     render_card,
     resolve_facts,
 )
-from seachat.app.library.eval_report import report_path
 from seachat.convert.errors import UserError
+from seachat.convert.files import write_text_atomic
+from seachat.convert.quant.report import report_path
 from seachat.convert.units import human_bytes
 
 
@@ -56,9 +57,7 @@ def write_card(card_path: Path, text: str) -> None:
                 f"{card_path}: this README.md was not written by seachat and would be replaced; "
                 "move it elsewhere (its content can go in the card by hand after publishing)."
             )
-    tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, card_path)
+    write_text_atomic(card_path, text)
 
 
 def plan_uploads(directory: Path, ggufs: list[Path], card_path: Path) -> list[Upload]:
@@ -94,7 +93,25 @@ def publish(
     card_path = directory / "README.md"
     write_card(card_path, render_card(repo_id, files, facts))
     uploads = plan_uploads(directory, ggufs, card_path)
+    _tell_plan(facts, uploads, repo_id, card_path, dry_run, echo)
+    if dry_run:
+        echo("Dry run: nothing was uploaded.")
+        return uploads
+    message = commit_message or f"seachat publish: {', '.join(p.name for p in ggufs)}"
+    commit_url = _upload(repo_id, uploads, card_path, private, token, message)
+    echo(f"Published: {commit_url}")
+    return uploads
 
+
+def _tell_plan(
+    facts: CardFacts,
+    uploads: list[Upload],
+    repo_id: str,
+    card_path: Path,
+    dry_run: bool,
+    echo: Callable[[str], None],
+) -> None:
+    """Where each card fact came from, what is missing, and what will be sent."""
     for name, origin in sorted(facts.origins.items()):
         echo(f"  {name}: from {origin}")
     if not facts.base_models:
@@ -110,10 +127,17 @@ def publish(
     for u in uploads:
         echo(f"  {u.path_in_repo}  {human_bytes(u.size)}")
     echo(f"Card written to {card_path}")
-    if dry_run:
-        echo("Dry run: nothing was uploaded.")
-        return uploads
 
+
+def _upload(
+    repo_id: str,
+    uploads: list[Upload],
+    card_path: Path,
+    private: bool,
+    token: str | None,
+    message: str,
+) -> str:
+    """Every upload in one Hub commit; returns the commit's URL."""
     import httpx2
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
@@ -122,7 +146,6 @@ def publish(
 
     quiet_hub()
     api = HfApi(token=token)
-    message = commit_message or f"seachat publish: {', '.join(p.name for p in ggufs)}"
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.create_commit(
@@ -157,5 +180,4 @@ def publish(
             f"{repo_id}: the Hub refused the upload (HTTP {status}); log in with "
             "`hf auth login` using a token with write access (or set HF_TOKEN)."
         ) from exc
-    echo(f"Published: {info.commit_url}")
-    return uploads
+    return info.commit_url

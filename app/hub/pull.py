@@ -140,10 +140,7 @@ def list_repo(spec: PullSpec, options: PullOptions, note: Callable[[str], None])
             )
             break
         except GatedRepoError as exc:
-            raise UserError(
-                f"{spec.repo_id} is gated: accept its terms at {hub_endpoint(options)}/"
-                f"{spec.repo_id}, then log in with `hf auth login` (or set HF_TOKEN)."
-            ) from exc
+            raise _gated(spec, options) from exc
         except RevisionNotFoundError as exc:
             raise UserError(
                 f"{spec.repo_id} has no revision {options.revision!r}; check --revision."
@@ -297,6 +294,13 @@ def _partial_hint(spec: PullSpec, models: Path) -> str:
     return ""
 
 
+def _gated(spec: PullSpec, options: PullOptions) -> UserError:
+    return UserError(
+        f"{spec.repo_id} is gated: accept its terms at {hub_endpoint(options)}/"
+        f"{spec.repo_id}, then log in with `hf auth login` (or set HF_TOKEN)."
+    )
+
+
 def _pull_one(
     spec: PullSpec,
     file: RepoGGUF,
@@ -306,11 +310,35 @@ def _pull_one(
     note: Callable[[str], None],
     progress_factory: Callable[[str, int | None, int], Any] | None,
 ) -> tuple[Path, hub_download.DownloadResult | None]:
+    """One file into the library, unless the copy already there is this very file."""
+    final = models / file.basename
+    remote = _resolve(spec, file, listing, options)
+    if final.exists() and _already_here(final, spec, remote, listing, options, note):
+        return final, None
+    state = hub_download.read_state(final)
+    if state is not None and state.repo_id.casefold() != spec.repo_id.casefold():
+        raise UserError(
+            f"{hub_download.part_path(final)}: this partial download is from {state.repo_id}, "
+            f"not {spec.repo_id}; resume it with `seachat pull {state.repo_id}:{state.filename}` "
+            f"or remove it with `seachat rm {hub_download.part_path(final).name}`."
+        )
+    note(
+        f"downloading {spec.repo_id}/{file.filename} ({human_bytes(remote.size or 0)}) "
+        f"into {models}"
+    )
+    result = _download(spec, remote, final, options, note, progress_factory)
+    _record(final, remote, listing, options)
+    return final, result
+
+
+def _resolve(
+    spec: PullSpec, file: RepoGGUF, listing: RepoListing, options: PullOptions
+) -> hub_download.RemoteFile:
+    """The file's sha256, size and commit as the Hub vouches for them now."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
-    final = models / file.basename
     try:
-        remote = hub_download.resolve_remote_file(
+        return hub_download.resolve_remote_file(
             spec.repo_id,
             file.filename,
             options.revision,
@@ -322,10 +350,7 @@ def _pull_one(
             expected_size=file.size,
         )
     except GatedRepoError as exc:
-        raise UserError(
-            f"{spec.repo_id} is gated: accept its terms at {hub_endpoint(options)}/"
-            f"{spec.repo_id}, then log in with `hf auth login` (or set HF_TOKEN)."
-        ) from exc
+        raise _gated(spec, options) from exc
     except HfHubHTTPError as exc:
         raise UserError(
             f"{spec.repo_id}/{file.filename}: the Hub refused it ({_short(exc)})"
@@ -338,43 +363,56 @@ def _pull_one(
             ) from exc
         raise
 
-    # Already here?
-    if final.exists():
-        src = read_source(final)
-        same_origin = src is not None and (src.repo_id, src.filename) == (
-            spec.repo_id,
-            file.filename,
-        )
-        if same_origin and src.sha256 == remote.sha256 and src.size == final.stat().st_size:
-            note(f"{final.name} is already in the library and up to date")
-            return final, None
-        if not same_origin and not options.force:
-            if remote.size == final.stat().st_size and remote.sha256:
-                note(f"{final.name} is already in the library; checking its sha256")
-                if _sha256_of(final) == remote.sha256:
-                    _record(final, remote, listing, options)
-                    return final, None
-            raise UserError(
-                f"{final}: a different file with this name is already in the library; remove it "
-                f"(seachat rm {final.name}) or pass --force to replace it."
-            )
-        if same_origin:
-            note(f"the Hub has a newer {final.name}; the current copy stays until it is replaced")
 
-    state = hub_download.read_state(final)
-    if state is not None and state.repo_id.casefold() != spec.repo_id.casefold():
-        raise UserError(
-            f"{hub_download.part_path(final)}: this partial download is from {state.repo_id}, "
-            f"not {spec.repo_id}; resume it with `seachat pull {state.repo_id}:{state.filename}` "
-            f"or remove it with `seachat rm {hub_download.part_path(final).name}`."
-        )
+def _already_here(
+    final: Path,
+    spec: PullSpec,
+    remote: hub_download.RemoteFile,
+    listing: RepoListing,
+    options: PullOptions,
+    note: Callable[[str], None],
+) -> bool:
+    """Whether the library file at `final` is `remote` already (then nothing is downloaded).
 
-    note(
-        f"downloading {spec.repo_id}/{file.filename} ({human_bytes(remote.size or 0)}) "
-        f"into {models}"
+    A file of another origin under the same name is replaced only with --force, unless its
+    bytes turn out to be the Hub's (then its source record is written and it is kept).
+    """
+    src = read_source(final)
+    same_origin = src is not None and (src.repo_id, src.filename) == (
+        spec.repo_id,
+        remote.filename,
     )
+    if same_origin and src.sha256 == remote.sha256 and src.size == final.stat().st_size:
+        note(f"{final.name} is already in the library and up to date")
+        return True
+    if not same_origin and not options.force:
+        if remote.size == final.stat().st_size and remote.sha256:
+            note(f"{final.name} is already in the library; checking its sha256")
+            if _sha256_of(final) == remote.sha256:
+                _record(final, remote, listing, options)
+                return True
+        raise UserError(
+            f"{final}: a different file with this name is already in the library; remove it "
+            f"(seachat rm {final.name}) or pass --force to replace it."
+        )
+    if same_origin:
+        note(f"the Hub has a newer {final.name}; the current copy stays until it is replaced")
+    return False
+
+
+def _download(
+    spec: PullSpec,
+    remote: hub_download.RemoteFile,
+    final: Path,
+    options: PullOptions,
+    note: Callable[[str], None],
+    progress_factory: Callable[[str, int | None, int], Any] | None,
+) -> hub_download.DownloadResult:
+    """hub_download.download, with its refusals and disk errors said as what to do next."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
     try:
-        result = hub_download.download(
+        return hub_download.download(
             remote,
             final,
             token=options.token,
@@ -387,10 +425,7 @@ def _pull_one(
             note=note,
         )
     except GatedRepoError as exc:
-        raise UserError(
-            f"{spec.repo_id} is gated: accept its terms at {hub_endpoint(options)}/"
-            f"{spec.repo_id}, then log in with `hf auth login` (or set HF_TOKEN)."
-        ) from exc
+        raise _gated(spec, options) from exc
     except HfHubHTTPError as exc:
         raise UserError(
             f"{final.name}: the server refused the download ({_short(exc)}); what was "
@@ -401,8 +436,6 @@ def _pull_one(
             f"{hub_download.part_path(final)}: cannot write ({exc.strerror or exc}); fix that "
             "(free space, permissions) and run the command again to resume."
         ) from exc
-    _record(final, remote, listing, options)
-    return final, result
 
 
 def _record(

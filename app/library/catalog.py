@@ -22,6 +22,7 @@ from pathlib import Path
 
 from seachat.app.library.model_info import GGUFFormatError, ModelInfo, read_model_info
 from seachat.app.paths import models_dir
+from seachat.convert.files import write_text_atomic
 
 # Partial downloads and temp files written next to finished models are never listed.
 _SKIP_SUFFIXES = (".part", ".tmp", ".incomplete")
@@ -112,7 +113,6 @@ def _merge_split(first: ModelInfo) -> ModelInfo:
         first,
         file_size=first.file_size + sum(h.file_size for h in headers),
         n_params=first.n_params + sum(h.n_params for h in headers),
-        extra={**first.extra, "split.count": str(len(parts))},
     )
 
 
@@ -163,11 +163,7 @@ def read_source(model: Path) -> ModelSource | None:
 
 
 def write_source(model: Path, source: ModelSource) -> None:
-    path = source_path(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(source), indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(source_path(model), json.dumps(asdict(source), indent=1, ensure_ascii=False))
 
 
 def remove_source(model: Path) -> None:

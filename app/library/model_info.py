@@ -6,7 +6,7 @@ multi-gigabyte models takes milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -36,7 +36,6 @@ class ModelInfo:
     context_length: int
     has_chat_template: bool
     kv_bytes_per_token: int
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def ram_needed(self, n_ctx: int = PLANNING_CONTEXT) -> int:
         ctx = min(n_ctx, self.context_length) if self.context_length else n_ctx

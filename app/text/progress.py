@@ -1,4 +1,4 @@
-"""A download progress line: bytes, percent, rate and ETA.
+"""Status lines redrawn in place: any status (LiveLine) and a download's (TransferProgress).
 
 Written by hand rather than with tqdm/rich because the rate must count only the bytes of this
 run (a resumed download starts at 60 % but its speed is what the link does now), and because
@@ -31,8 +31,63 @@ def human_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+# Carriage return, then erase to the end of the line: the next text replaces the old one
+# whatever their lengths.
+REDRAW = "\r\033[K"
+
+
+class LiveLine:
+    """One line of status on `stream`, redrawn in place on a terminal; off a terminal each
+    `show` is a plain line, and `every` (terminal, log) seconds is the pace `due` allows."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        is_tty: bool | None = None,
+        *,
+        every: tuple[float, float] = (0.1, 5.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.is_tty = self.stream.isatty() if is_tty is None else is_tty
+        self.interval = every[0] if self.is_tty else every[1]
+        self.clock = clock
+        self._last_show = float("-inf")
+        self._on_screen = False  # a redrawn line is showing and not yet ended
+
+    def due(self) -> bool:
+        """Whether `interval` has passed since the last `show` (callers skip drawing if not)."""
+        return self.clock() - self._last_show >= self.interval
+
+    def show(self, text: str) -> None:
+        self._last_show = self.clock()
+        if self.is_tty:
+            self.stream.write(REDRAW + text)
+            self._on_screen = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def say(self, message: str) -> None:
+        """Print `message` on a line of its own, in place of the status line if one is showing
+        (`show` it again afterwards to keep it below the message)."""
+        if self._on_screen:
+            self.stream.write(REDRAW)
+            self._on_screen = False
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        """Leave the line on screen as it is and move below it."""
+        if self._on_screen:
+            self.stream.write("\n")
+            self._on_screen = False
+            self.stream.flush()
+
+
 class TransferProgress:
-    """Feed it byte counts with `update()`; it draws at most every `interval` seconds."""
+    """Feed it byte counts with `update()`; it draws at most 10 times a second on a terminal
+    and every 5 s in a log."""
 
     def __init__(
         self,
@@ -47,15 +102,11 @@ class TransferProgress:
         self.total = total
         self.done = initial
         self.initial = initial
-        self.stream = stream if stream is not None else sys.stderr
-        self.is_tty = self.stream.isatty() if is_tty is None else is_tty
         # Redraw a terminal line 10 times a second; a log gets a line every 5 s.
-        self.interval = 0.1 if self.is_tty else 5.0
+        self._line = LiveLine(stream, is_tty, every=(0.1, 5.0), clock=clock)
         self.clock = clock
         self.started = clock()
         self._samples: deque[tuple[float, int]] = deque([(self.started, initial)])
-        self._last_draw = float("-inf")
-        self._width = 0
         self.closed = False
 
     def update(self, n: int) -> None:
@@ -64,8 +115,8 @@ class TransferProgress:
         self._samples.append((now, self.done))
         while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_S:
             self._samples.popleft()
-        if now - self._last_draw >= self.interval:
-            self._draw(now)
+        if self._line.due():
+            self._line.show(self.line())
 
     def restart(self, initial: int = 0) -> None:
         """The server ignored our Range request: we start over from `initial` bytes."""
@@ -95,38 +146,21 @@ class TransferProgress:
             parts.append("ETA --")
         return "  ".join(parts)
 
-    def _draw(self, now: float) -> None:
-        self._last_draw = now
-        text = self.line()
-        if self.is_tty:
-            pad = max(0, self._width - len(text))
-            self.stream.write("\r" + text + " " * pad)
-            self._width = len(text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
     def interject(self, message: str) -> None:
         """Print a message without tearing the progress line (a retry notice, say)."""
-        if self.is_tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self._width = 0
-        self.stream.write(message + "\n")
-        if self.is_tty and not self.closed:
-            self._draw(self.clock())
-        self.stream.flush()
+        self._line.say(message)
+        if self._line.is_tty and not self.closed:
+            self._line.show(self.line())
 
     def close(self, final_note: str = "") -> None:
         """Draw the last state (so logs show where it ended) and end the line."""
         if self.closed:
             return
         self.closed = True
-        self._draw(self.clock())
-        if self.is_tty:
-            self.stream.write("\n")
+        self._line.show(self.line())
+        self._line.end()
         if final_note:
-            self.stream.write(final_note + "\n")
-        self.stream.flush()
+            self._line.say(final_note)
 
     def summary(self) -> str:
         elapsed = max(self.clock() - self.started, 1e-9)

@@ -138,3 +138,42 @@ def test_not_enough_disk_space_is_said_before_downloading(remote, tmp_path, monk
     with pytest.raises(hub_download.DownloadError, match="not enough free disk space"):
         get(remote, final)
     assert fake_hub.served(NAME) == 0
+
+
+class _CtrlCAfter:
+    """A progress line whose user presses Ctrl-C once `limit` bytes have arrived."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.seen, self.closed = limit, 0, False
+
+    def update(self, n: int) -> None:
+        self.seen += n
+        if self.seen >= self.limit:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_ctrl_c_saves_a_checkpoint_of_every_byte_on_disk(fake_hub, remote, content, tmp_path):
+    final = tmp_path / "lib" / NAME
+    bars: list[_CtrlCAfter] = []
+
+    def ctrl_c_bar(_label: str, _total: int | None, _initial: int) -> _CtrlCAfter:
+        bars.append(_CtrlCAfter(600_000))
+        return bars[-1]
+
+    with pytest.raises(hub_download.DownloadInterrupted) as caught:
+        get(remote, final, progress_factory=ctrl_c_bar)
+    have = caught.value.have
+    assert have >= 600_000 and bars[0].closed
+    state = json.loads(hub_download.state_path(final).read_text())
+    assert state["checkpoint"]["size"] == have == hub_download.part_path(final).stat().st_size
+    # Only the partial, its record and its lock: no temporary file of the record is left.
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted(
+        [f"{NAME}.part", f"{NAME}.part.json", f"{NAME}.part.lock"]
+    )
+    result = get(remote, final)
+    assert result.resumed_from == have and result.fetched == len(content) - have
+    assert final.read_bytes() == content
+    assert sorted(p.name for p in final.parent.iterdir()) == [NAME]

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from seachat.app.hub.repo import Ambiguous, PullSpec, RepoGGUF, choose, parse_spec, split_parts
-from seachat.app.text.progress import TransferProgress
+from seachat.app.text.progress import REDRAW, TransferProgress
 from seachat.app.text.table import clip, render
 from seachat.convert.errors import UserError
 from tests.app.libtest import ARABIC_NAME, BURMESE_NAME, KHMER_NAME, LAO_NAME, THAI_NAME
@@ -151,4 +151,4 @@ def test_messages_do_not_tear_the_progress_line():
     text = out.getvalue()
     # The line is blanked, the message gets its own line, then the bar is drawn again.
     before, after = text.split("HTTP 503 from the server; retrying in 1.0s\n")
-    assert before.endswith("\r") and "m.gguf" in after
+    assert before.endswith(REDRAW) and "m.gguf" in after
