@@ -47,8 +47,14 @@ def _languages_label(langs: tuple[str, ...], limit: int = 5) -> str:
     default=None,
     help="Context length to plan RAM for (default 4096).",
 )
-def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
+@click.option("--from", "peer", metavar="URL", help="List what a `seachat share` peer offers.")
+@click.option("--token", default=None, help="With --from: the token the peer's share needs.")
+def models(
+    models_dir: Path | None, as_json: bool, n_ctx: int | None, peer: str | None, token: str | None
+) -> None:
     """List the GGUF models in the library, unreadable files, and unfinished downloads."""
+    if peer:
+        return _peer_models(peer, token, as_json)
     from seachat.app.library.catalog import list_models, list_partials
     from seachat.app.library.model_info import PLANNING_CONTEXT, available_ram
     from seachat.app.paths import models_dir as resolve_dir
@@ -88,6 +94,22 @@ def models(models_dir: Path | None, as_json: bool, n_ctx: int | None) -> None:
             of = f" of {human_bytes(p.total)} ({p.percent:.0f}%)" if p.total else ""
             hint = f"resume: {p.resume_command}" if p.resume_command else "no resume record"
             click.echo(f"  {p.part.name}  {have}{of}  {hint}")
+
+
+def _peer_models(url: str, token: str | None, as_json: bool) -> None:
+    from seachat.app.share.peer import peer_index
+    from seachat.app.text.table import render
+    from seachat.convert.units import human_bytes
+
+    index = peer_index(url, token)
+    if as_json:
+        click.echo(json.dumps(index, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"Models shared by {url}:")
+    rows = [[m["name"], m["file"], human_bytes(m["size"])] for m in index]
+    click.echo(render(["name", "file", "size"], rows))
+    if index:
+        click.echo(f"\npull one: seachat pull --from {url} {index[0]['file']}")
 
 
 def _listing_json(
@@ -267,6 +289,12 @@ def _match_for_rm(name: str, root: Path) -> list[Path]:
     help="Seconds to wait for the Hub to connect and answer before working offline.",
 )
 @click.option("--force", is_flag=True, help="Replace a different file of the same name.")
+@click.option(
+    "--from",
+    "peer",
+    metavar="URL",
+    help="Pull from a laptop running `seachat share` (SPEC: a file or model name it lists).",
+)
 def pull(
     spec: str,
     models_dir: Path | None,
@@ -277,8 +305,9 @@ def pull(
     retries: int,
     timeout: float,
     force: bool,
+    peer: str | None,
 ) -> None:
-    """Download a GGUF from the Hugging Face Hub into the library.
+    """Download a GGUF from the Hugging Face Hub (or a `seachat share` peer) into the library.
 
     REPO is OWNER/NAME; after a colon, name the file by its quantization (Q4_K_M), its
     seachat profile (sea-q4) or its exact file name. Interrupted downloads resume where they
@@ -288,9 +317,10 @@ def pull(
     from seachat.app.hub.download import DownloadInterrupted
     from seachat.app.hub.repo import Ambiguous, choices_table, parse_spec
     from seachat.app.paths import models_dir as resolve_dir
+    from seachat.app.share.peer import pull_from_peer
     from seachat.convert.units import human_bytes
 
-    parsed = parse_spec(spec)
+    parsed = None if peer else parse_spec(spec)
     root = resolve_dir(models_dir)
     options = pull_mod.PullOptions(
         revision=revision,
@@ -301,20 +331,26 @@ def pull(
         force=force,
     )
     bars = _Bars()
-    if list_only:
+    if list_only and parsed:
         _list_repo_files(parsed, options, bars.note)
         return
     try:
-        outcome = pull_mod.pull(parsed, root, options, note=bars.note, progress_factory=bars.new)
+        if parsed is None:
+            outcome = pull_from_peer(peer, spec, root, options, bars.note, bars.new)
+        else:
+            outcome = pull_mod.pull(
+                parsed, root, options, note=bars.note, progress_factory=bars.new
+            )
     except Ambiguous as exc:
-        click.echo(f"GGUF files in {parsed.repo_id}:")
+        click.echo(f"GGUF files at {peer or parsed.repo_id}:")
         click.echo(choices_table(exc.choices, exc.every_gguf))
         raise
     except DownloadInterrupted as exc:
         of = f" of {human_bytes(exc.total)}" if exc.total else ""
         bars.note(
             f"\nInterrupted: {human_bytes(exc.have)}{of} kept in {exc.part}.\n"
-            f"Run `seachat pull {parsed}` again to resume where it stopped."
+            f"Run `seachat pull {f'--from {peer} {spec}' if peer else parsed}` again to resume "
+            "where it stopped."
         )
         raise
 
