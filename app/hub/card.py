@@ -12,6 +12,7 @@ the Hub parses.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from seachat.app.library.model_info import (
 )
 from seachat.app.text.languages import display_name, iso_codes, lookup
 from seachat.convert.errors import UserError
-from seachat.convert.gguf_file.keys import QUALITY_KEY
+from seachat.convert.gguf_file.keys import CALIBRATION_KEY, QUALITY_KEY
 from seachat.convert.gguf_file.reader import GGUFFormatError, GGUFHeader, read_gguf_header
 from seachat.convert.quant.report import EvalReport, read_report
 from seachat.convert.units import human_bytes
@@ -38,7 +39,6 @@ GENERATED_MARKER = (
 # quantizer keys, then seachat's own (any key under this prefix is shown).
 _IMATRIX_DATASET_KEYS = ("quantize.imatrix.dataset", "imatrix.datasets")
 _IMATRIX_CHUNKS_KEY = "quantize.imatrix.chunks_count"
-_SEACHAT_CALIBRATION_PREFIX = "seachat.quant.calibration"
 
 _HUB_URL = re.compile(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([^/\s]+/[^/\s?#]+)")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -85,6 +85,8 @@ class CardFacts:
     calibration: list[str]
     tags: list[str]
     origins: dict[str, str] = field(default_factory=dict)
+    # (files, tokens per language) for each distinct calibration record in the files
+    calibration_tables: list[tuple[str, dict[str, int]]] = field(default_factory=list)
 
 
 def load_files(paths: Iterable[Path]) -> list[CardFile]:
@@ -133,7 +135,26 @@ def _source_model(f: CardFile) -> tuple[str | None, str]:
     return None, ""
 
 
+def calibration_record(f: CardFile) -> dict | None:
+    """seachat's whole calibration record (JSON under CALIBRATION_KEY), if the file has one."""
+    raw = f.meta(CALIBRATION_KEY)
+    try:
+        record = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def calibration_notes(f: CardFile) -> list[str]:
+    record = calibration_record(f)
+    if record:
+        langs = record.get("languages") or {}
+        return [
+            f"importance matrix from {_code(str(record.get('method', 'calibration')))}: "
+            f"{record.get('tokens', '?')} tokens in {len(langs)} languages, "
+            f"{record.get('chunks', '?')} chunks of {record.get('chunk_size', '?')} tokens, "
+            f"text: {_code(str(record.get('text') or record.get('source') or 'unknown'))}"
+        ]
     notes: list[str] = []
     for key in _IMATRIX_DATASET_KEYS:
         value = f.meta(key)
@@ -141,14 +162,8 @@ def calibration_notes(f: CardFile) -> list[str]:
             names = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             chunks = f.meta(_IMATRIX_CHUNKS_KEY)
             extra = f" ({chunks} chunks)" if chunks else ""
-            notes.append(f"importance matrix computed on `{names}`{extra}")
+            notes.append(f"importance matrix computed on {_code(names)}{extra}")
             break
-    for key in sorted(k for k in f.header.metadata if k.startswith(_SEACHAT_CALIBRATION_PREFIX)):
-        value = f.header.metadata[key]
-        if isinstance(value, list):
-            value = ", ".join(map(str, value))
-        what = key[len(_SEACHAT_CALIBRATION_PREFIX) :].strip("._") or "calibration"
-        notes.append(f"{what.replace('_', ' ')}: {value}")
     return notes
 
 
@@ -212,7 +227,7 @@ def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
         # Per file, grouped: a card often mixes imatrix profiles with plain stock recipes.
         groups: dict[tuple[str, ...], list[str]] = {}
         for f in sorted(files, key=lambda f: f.path.name):
-            groups.setdefault(tuple(calibration_notes(f)), []).append(f"`{f.path.name}`")
+            groups.setdefault(tuple(calibration_notes(f)), []).append(_code(f.path.name))
         calibration = []
         if any(groups):
             for notes, names in groups.items():
@@ -225,7 +240,14 @@ def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
     if any(calibration_notes(f) for f in files) or overrides.calibration:
         tags.append("imatrix")
     model_name = str(first.meta("general.basename") or first.info.name or first.path.stem)
+    tables: dict[str, list[str]] = {}
+    for f in sorted(files, key=lambda f: f.path.name):
+        if (record := calibration_record(f)) and isinstance(record.get("languages"), dict):
+            tables.setdefault(json.dumps(record["languages"], sort_keys=True), []).append(
+                f.path.name
+            )
     return CardFacts(
+        calibration_tables=[(", ".join(n), json.loads(k)) for k, n in tables.items()],
         model_name=model_name,
         base_models=base_models,
         license=license_id,
@@ -291,17 +313,32 @@ def _mean_kld(report: EvalReport | None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Metadata as plain text in Markdown (a table cell, a heading): nothing it holds can
+    open a code span, a link, emphasis or a new table column."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _code(text: str) -> str:
+    """Metadata as an inline code span that closes where it should, whatever backticks it
+    holds (a fence one backtick longer than its longest run)."""
+    text = " ".join(text.split())
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def render_card(repo_id: str, files: list[CardFile], facts: CardFacts) -> str:
     files = sorted(files, key=lambda f: (f.info.file_size, f.path.name))
     base = facts.base_models[0] if facts.base_models else None
     out: list[str] = ["---", front_matter(facts).rstrip(), "---", "", GENERATED_MARKER, ""]
-    out.append(f"# {facts.model_name} — GGUF for seachat and llama.cpp")
+    out.append(f"# {_md(facts.model_name)} — GGUF for seachat and llama.cpp")
     out.append("")
-    what = f"[{base}](https://huggingface.co/{base})" if base else f"**{facts.model_name}**"
+    what = f"[{base}](https://huggingface.co/{base})" if base else f"**{_md(facts.model_name)}**"
     out.append(
         f"Quantized GGUF files of {what}, made with [seachat](https://pypi.org/project/seachat/), "
         "whose quantization profiles are tuned to keep Thai, Khmer, Lao, Burmese, Arabic and "
@@ -379,6 +416,11 @@ def _calibration_section(facts: CardFacts) -> list[str]:
     out = ["## Calibration", ""]
     if facts.calibration:
         out.extend(f"- {note}" for note in facts.calibration)
+        for names, languages in facts.calibration_tables:
+            out += ["", f"Calibration tokens per language ({_md(names)}):", ""]
+            out += ["| Language | Tokens |", "|---|---:|"]
+            for code, tokens in sorted(languages.items(), key=lambda kv: _language_rank(kv[0])):
+                out.append(f"| {_md(display_name(code))} ({_code(code)}) | {int(tokens)} |")
     else:
         out.append(
             "The files record no calibration text: they were quantized without an importance matrix."
@@ -393,7 +435,7 @@ def _languages_section(facts: CardFacts) -> list[str]:
     names = []
     for code in facts.languages:
         lang = lookup(code)
-        names.append(f"{lang.english} ({lang.native}, `{code}`)" if lang else f"`{code}`")
+        names.append(f"{lang.english} ({lang.native}, {_code(code)})" if lang else _code(code))
     return ["## Languages", "", ", ".join(names), ""]
 
 
@@ -403,7 +445,7 @@ def _license_section(facts: CardFacts, base: str | None) -> list[str]:
         lic = facts.license_name or facts.license
         link = f" ([terms]({facts.license_link}))" if facts.license_link else ""
         source = f" as the original model{' ' + base if base else ''}" if base else ""
-        out.append(f"`{lic}`{link}: the same{source}.")
+        out.append(f"{_code(lic)}{link}: the same{source}.")
     else:
         out.append("No license is recorded in the files; see the original model's card.")
     out.append("")

@@ -16,6 +16,7 @@ import llama_cpp as L
 import numpy as np
 
 from seachat.convert.errors import UserError
+from seachat.convert.gguf_file.keys import OVERRIDE_STRING_BYTES
 from seachat.convert.llama.core import LlamaLog, backend_init, default_threads
 
 KvValue = str | int | float | bool
@@ -40,7 +41,12 @@ def _kv_array(kv: Mapping[str, KvValue]) -> ctypes.Array | None:
             arr[i].tag = L.LLAMA_KV_OVERRIDE_TYPE_FLOAT
             arr[i].value.val_f64 = value
         else:
-            raw = str(value).encode("utf-8")[:127]
+            raw = str(value).encode("utf-8")
+            if len(raw) > OVERRIDE_STRING_BYTES:
+                raise ValueError(
+                    f"metadata {key}: {len(raw)} bytes do not fit llama.cpp's override buffer "
+                    f"({OVERRIDE_STRING_BYTES}); write it after quantizing (gguf_file.kv_edit)"
+                )
             arr[i].tag = L.LLAMA_KV_OVERRIDE_TYPE_STR
             arr[i].value.val_str = raw
     arr[len(kv)].key = b""

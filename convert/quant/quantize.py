@@ -31,7 +31,13 @@ from pathlib import Path
 from seachat.convert.errors import UserError
 from seachat.convert.files import temp_beside, write_text_atomic
 from seachat.convert.gguf_file.ggml_types import TYPES
-from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
+from seachat.convert.gguf_file.keys import (
+    CALIBRATION_KEY,
+    OVERRIDE_STRING_BYTES,
+    PROFILE_KEY,
+    QUALITY_KEY,
+)
+from seachat.convert.gguf_file.kv_edit import set_metadata
 from seachat.convert.gguf_file.reader import GGUFFormatError, GGUFHeader, read_gguf_header
 from seachat.convert.quant.imatrix import Imatrix
 from seachat.convert.quant.plan import QuantPlan, check_written, plan_tensors
@@ -56,6 +62,33 @@ class ImatrixInfo:
     chunks: int
     per_language: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    chunk_size: int = 0
+    text: str = ""  # where the calibration text came from
+    datasets: list[str] = field(default_factory=list)  # an imatrix file's own record
+
+    @property
+    def label(self) -> str:
+        """Short enough for llama.cpp's `quantize.imatrix.dataset` (its 128-byte buffer)."""
+        if self.source == "computed":
+            return f"seachat token-balanced, {len(self.per_language)} languages"
+        named = self.datasets[0] if self.datasets else Path(self.source).name
+        if len(named.encode()) <= OVERRIDE_STRING_BYTES:
+            return named
+        return f"{Path(self.source).name[:80]} (full record: {CALIBRATION_KEY})"
+
+    def record(self) -> dict:
+        """The whole calibration description, for seachat's own metadata key."""
+        method = "seachat token-balanced" if self.source == "computed" else "imatrix file"
+        return {
+            "method": method,
+            "source": self.source,
+            "text": self.text,
+            "datasets": self.datasets,
+            "chunk_size": self.chunk_size,
+            "chunks": self.chunks,
+            "tokens": self.tokens,
+            "languages": self.per_language,
+        }
 
     def to_json(self) -> dict:
         return {
@@ -152,7 +185,14 @@ def obtain_imatrix(
 
     if imatrix is not None:
         im = read_imatrix(imatrix)
-        return im, ImatrixInfo(str(imatrix), len(im.entries), im.n_tokens, im.chunk_count)
+        return im, ImatrixInfo(
+            str(imatrix),
+            len(im.entries),
+            im.n_tokens,
+            im.chunk_count,
+            chunk_size=im.chunk_size,
+            datasets=list(im.datasets),
+        )
     cal = profile.calibration
     texts = read_text_sources(calibration)
     with Model(src_gguf, vocab_only=True) as vocab_model:
@@ -182,6 +222,8 @@ def obtain_imatrix(
         len(cset.chunks),
         dict(cset.tokens),
         list(cset.notes),
+        chunk_size=chunk_size,
+        text=str(calibration) if calibration else "seachat's bundled calibration text",
     )
     return im, info
 
@@ -284,6 +326,15 @@ class _Job:
     evaluation: EvalReport | None = None
     summary: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # Metadata too long for llama.cpp's override buffer, written after quantizing.
+    late_kv: dict[str, str] = field(default_factory=dict)
+
+    def final_metadata(self) -> dict[str, str]:
+        """What the last rewrite of the header adds: quality summary and long strings."""
+        values = dict(self.late_kv)
+        if self.summary is not None:
+            values[QUALITY_KEY] = self.summary
+        return values
 
     def timed(self, stage: str, fn: Callable[..., None], *args: object) -> None:
         t0 = time.monotonic()
@@ -315,10 +366,11 @@ class _Job:
                     eval_max_tokens,
                     source_label,
                 )
+            if final := self.final_metadata():
                 if self.progress:
                     self.progress("write", 0, 1)
                 tmp_final = temp_beside(self.out, "final")
-                _write_summary(tmp_q, tmp_final, self.prof.name, self.summary or "")
+                set_metadata(tmp_q, tmp_final, final)
                 tmp_q.unlink(missing_ok=True)
                 tmp_q = tmp_final
             os.replace(tmp_q, self.out)
@@ -390,12 +442,13 @@ def _imatrix_stage(
 
 
 def _imatrix_kv(im: Imatrix, info: ImatrixInfo) -> dict[str, str | int]:
-    """The quantize.imatrix.* keys llama-quantize itself records when given a matrix."""
+    """The quantize.imatrix.* keys llama-quantize itself records when given a matrix, plus
+    seachat's whole calibration record."""
     kv: dict[str, str | int] = {
-        "quantize.imatrix.file": info.source if info.source != "computed" else "seachat (computed)"
+        "quantize.imatrix.file": info.source if info.source != "computed" else "seachat (computed)",
+        "quantize.imatrix.dataset": info.label,
+        CALIBRATION_KEY: json.dumps(info.record(), ensure_ascii=False),
     }
-    if im.datasets:
-        kv["quantize.imatrix.dataset"] = im.datasets[0]
     kv["quantize.imatrix.entries_count"] = len(im.entries)
     if im.chunk_count > 0:
         kv["quantize.imatrix.chunks_count"] = im.chunk_count
@@ -420,13 +473,14 @@ def _quantize_stage(job: _Job, tmp_q: Path, allow_requantize: bool) -> None:
             counter["n"] += 1
             progress("quantize", counter["n"], n_tensors)
 
+    fits, job.late_kv = _split_for_override(kv)
     run_llama_quantize(
         job.src,
         tmp_q,
         ftype=job.prof.file_type_id,
         overrides=job.plan.overrides(),
         imatrix=job.im.means() if job.im is not None else None,
-        kv=kv,
+        kv=fits,
         threads=job.threads,
         allow_requantize=allow_requantize,
         echo=echo,
@@ -465,10 +519,14 @@ def _evaluate_stage(
     job.summary = f"{job.prof.name}: {evaluation.summary_line()}"
 
 
-def _write_summary(src: Path, dst: Path, profile: str, summary: str) -> None:
-    from seachat.convert.gguf_file.kv_edit import set_metadata
-
-    set_metadata(src, dst, {PROFILE_KEY: profile, QUALITY_KEY: summary})
+def _split_for_override(kv: dict[str, str | int]) -> tuple[dict[str, str | int], dict[str, str]]:
+    """(what llama.cpp's override buffer carries whole, the strings that are too long for it)."""
+    long = {
+        k: v
+        for k, v in kv.items()
+        if isinstance(v, str) and len(v.encode()) > OVERRIDE_STRING_BYTES
+    }
+    return {k: v for k, v in kv.items() if k not in long}, long
 
 
 def _write_eval_json(job: _Job, file_size: int, source: str) -> Path:

@@ -15,7 +15,7 @@ import pytest
 
 from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import file_type_id
-from seachat.convert.gguf_file.keys import PROFILE_KEY, QUALITY_KEY
+from seachat.convert.gguf_file.keys import CALIBRATION_KEY, PROFILE_KEY, QUALITY_KEY
 from seachat.convert.gguf_file.reader import read_gguf_header
 from seachat.convert.llama.quantizer import run_llama_quantize
 from seachat.convert.quant.imatrix import compute_imatrix
@@ -114,6 +114,38 @@ def test_writes_the_planned_types_metadata_and_report(quantized, tiny_llama: Pat
     src = read_gguf_header(tiny_llama)
     assert header.get("tokenizer.ggml.model") == src.get("tokenizer.ggml.model")
     assert {"imatrix", "quantize", "evaluate", "write"} <= set(stages)
+
+
+def test_every_metadata_string_reads_back_whole(quantized):
+    """llama.cpp's key/value override buffer holds 127 bytes: the long calibration record
+    goes in after quantizing, and each key reads back exactly as meant."""
+    report, _ = quantized
+    header = read_gguf_header(report.output)
+    info = report.imatrix
+    meant = {
+        PROFILE_KEY: "small-sea",
+        QUALITY_KEY: report.quality_summary,
+        "quantize.imatrix.file": "seachat (computed)",
+        "quantize.imatrix.dataset": f"seachat token-balanced, {len(info.per_language)} languages",
+        CALIBRATION_KEY: json.dumps(info.record(), ensure_ascii=False),
+    }
+    for key, value in meant.items():
+        assert header.get(key) == value, key
+    record = json.loads(header.get(CALIBRATION_KEY))
+    assert len(header.get(CALIBRATION_KEY).encode()) > 127  # would have been cut before
+    assert "khm_Khmr" in record["languages"] and "mya_Mymr" in record["languages"]
+    assert record["method"] == "seachat token-balanced" and record["chunk_size"] > 0
+    assert record["languages"] == info.per_language and len(record["languages"]) == 4
+    assert record["tokens"] == info.tokens >= sum(record["languages"].values())  # + a BOS a chunk
+
+
+def test_a_string_too_long_for_the_override_buffer_is_refused(tiny_llama: Path, tmp_path: Path):
+    out = tmp_path / "cut.gguf"
+    with pytest.raises(ValueError, match="override buffer"):
+        run_llama_quantize(
+            tiny_llama, out, ftype=file_type_id("Q8_0"), kv={"general.description": "ข้อความ" * 20}
+        )
+    assert not out.exists()
 
 
 def test_eval_json_beside_the_gguf(quantized):
