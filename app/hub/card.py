@@ -174,6 +174,35 @@ def _language_rank(code: str) -> int:
     return LANGUAGES.index(lang) if lang else len(LANGUAGES)
 
 
+def _calibration_lines(
+    files: list[CardFile], overrides: CardOverrides, origins: dict[str, str]
+) -> list[str]:
+    if overrides.calibration:
+        origins["calibration"] = "--calibration"
+        return [overrides.calibration]
+    # Per file, grouped: a card often mixes imatrix profiles with plain stock recipes.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for f in sorted(files, key=lambda f: f.path.name):
+        groups.setdefault(tuple(calibration_notes(f)), []).append(_code(f.path.name))
+    calibration = []
+    if any(groups):
+        for notes, names in groups.items():
+            what = "; ".join(notes) if notes else "no importance matrix (no calibration text)"
+            calibration.append(f"{', '.join(names)}: {what}")
+        origins["calibration"] = "GGUF metadata"
+    return calibration
+
+
+def _calibration_tables(files: list[CardFile]) -> list[tuple[str, dict[str, int]]]:
+    """(file names, tokens per language) for each distinct calibration record."""
+    tables: dict[str, list[str]] = {}
+    for f in sorted(files, key=lambda f: f.path.name):
+        if (record := calibration_record(f)) and isinstance(record.get("languages"), dict):
+            key = json.dumps(record["languages"], sort_keys=True)
+            tables.setdefault(key, []).append(f.path.name)
+    return [(", ".join(names), json.loads(key)) for key, names in tables.items()]
+
+
 def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
     origins: dict[str, str] = {}
     first = files[0]
@@ -220,34 +249,15 @@ def resolve_facts(files: list[CardFile], overrides: CardOverrides) -> CardFacts:
         if languages:
             origins["language"] = "general.languages"
 
-    if overrides.calibration:
-        calibration = [overrides.calibration]
-        origins["calibration"] = "--calibration"
-    else:
-        # Per file, grouped: a card often mixes imatrix profiles with plain stock recipes.
-        groups: dict[tuple[str, ...], list[str]] = {}
-        for f in sorted(files, key=lambda f: f.path.name):
-            groups.setdefault(tuple(calibration_notes(f)), []).append(_code(f.path.name))
-        calibration = []
-        if any(groups):
-            for notes, names in groups.items():
-                what = "; ".join(notes) if notes else "no importance matrix (no calibration text)"
-                calibration.append(f"{', '.join(names)}: {what}")
-            origins["calibration"] = "GGUF metadata"
+    calibration = _calibration_lines(files, overrides, origins)
 
     architectures = sorted({f.info.architecture for f in files if f.info.architecture != "unknown"})
     tags = ["gguf", "seachat", "quantized", "llama-cpp", *architectures]
     if any(calibration_notes(f) for f in files) or overrides.calibration:
         tags.append("imatrix")
     model_name = str(first.meta("general.basename") or first.info.name or first.path.stem)
-    tables: dict[str, list[str]] = {}
-    for f in sorted(files, key=lambda f: f.path.name):
-        if (record := calibration_record(f)) and isinstance(record.get("languages"), dict):
-            tables.setdefault(json.dumps(record["languages"], sort_keys=True), []).append(
-                f.path.name
-            )
     return CardFacts(
-        calibration_tables=[(", ".join(n), json.loads(k)) for k, n in tables.items()],
+        calibration_tables=_calibration_tables(files),
         model_name=model_name,
         base_models=base_models,
         license=license_id,
