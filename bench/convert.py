@@ -1,17 +1,22 @@
-"""Benchmark: `seachat convert --outtype f16` on the Gemma 3 270M checkpoint vs a plain copy.
+"""Benchmark: `seachat convert --outtype f16` beside llama.cpp's own converter and a plain copy.
 
-Goal (issue #2): wall time within 2× a plain copy of the same bytes (fsynced, like the
-conversion), and peak RSS below the largest tensor's size + 300 MB. Each round copies the
-checkpoint folder and converts it, alternating, so both see the same machine state; the
-conversion runs as the real command in a subprocess whose whole process tree's memory is
-sampled. A second table breaks one in-process conversion into its phases.
+Goals: seachat's wall time ≤ 0.5× llama.cpp's `convert_hf_to_gguf.py` on the same checkpoint
+in the same run, and seachat's peak RSS independent of the model's size (within 1.5 GB at 7B
+shape). Each round runs a plain copy of the checkpoint (fsynced, what writing the bytes
+costs), seachat and llama.cpp's converter, one after another, so all three see the same
+machine state; the converters run as real commands in subprocesses whose whole process
+tree's memory is sampled. A second table breaks one in-process seachat conversion into phases.
+
+llama.cpp's converter is the one the llama-cpp-python sdist vendors (the llama.cpp seachat
+runs): `pip download llama-cpp-python==0.3.36 --no-deps --no-binary :all:` and untar it, then
+pass `--llama-cpp DIR` (the untarred folder), or leave it out to bench seachat alone.
 
 Gemma 3 270M is an extreme case: its 262k-token vocabulary (parsed, written and proven on
-every conversion) is large next to its 0.5 GB of weights. `--synthetic` adds a 1.1B-parameter
-Llama-architecture checkpoint (TinyLlama's shape, random bf16 weights, 2.2 GB) to show how the
-ratio behaves when the weights dominate, as they do for the 1.5–9B models people convert.
+every conversion) is large next to its 0.5 GB of weights. `--synthetic` adds a 7B-shaped Qwen3
+checkpoint (Qwen3-8B's shape with random bf16 weights, about 15 GiB, written shard by shard)
+to show the regime publishers convert in, where the weights dominate.
 
-usage: python bench/convert.py [--rounds 3] [--checkpoint DIR] [--synthetic]
+usage: python bench/convert.py [--rounds 3] [--checkpoint DIR] [--synthetic] [--llama-cpp DIR]
 """
 
 from __future__ import annotations
@@ -41,38 +46,56 @@ def gemma_checkpoint(cache: Path) -> Path:
     return build_gemma3_checkpoint(gguf_path, cache / "gemma3-270m-hf")
 
 
+QWEN3_7B_SHAPE = dict(
+    hidden_size=4096,
+    intermediate_size=12288,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    tie_word_embeddings=False,
+)
+
+
 def synthetic_checkpoint(cache: Path) -> Path:
-    """TinyLlama-1.1B-shaped checkpoint with random bf16 weights and the tiny test tokenizer."""
-    out = cache / "bench-synthetic-llama-1.1b"
+    """A Qwen3-8B-shaped checkpoint: random bf16 weights written one shard (layer) at a time,
+    so building it needs memory for one layer, not the model; the tiny test BPE tokenizer."""
+    out = cache / "bench-synthetic-qwen3-7b"
     if (out / "model.safetensors.index.json").is_file():
         return out
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import json
 
-    from tests.fixtures.tiny_checkpoints import _spm_llama_tokenizer
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from tests.fixtures.tiny_checkpoints import _bpe_qwen2_tokenizer
 
     tmp = Path(tempfile.mkdtemp(dir=cache))
-    _spm_llama_tokenizer(tmp)
-    cfg = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-    )
+    vocab = _bpe_qwen2_tokenizer(tmp)
+    cfg = Qwen3Config(vocab_size=vocab, torch_dtype="bfloat16", **QWEN3_7B_SHAPE)
+    cfg.architectures = ["Qwen3ForCausalLM"]
+    cfg.save_pretrained(tmp)
     with torch.device("meta"):
-        model = LlamaForCausalLM(cfg)
-    model = model.to_empty(device="cpu").to(torch.bfloat16)
+        shapes = {k: v.shape for k, v in Qwen3ForCausalLM(cfg).state_dict().items()}
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(
-                torch.randn(p.shape, generator=g, dtype=torch.float32).mul_(0.02).to(torch.bfloat16)
-            )
-    model.save_pretrained(tmp, max_shard_size="1GB")
+    groups: dict[str, list[str]] = {}
+    for name in shapes:
+        layer = name.split(".")[2] if name.startswith("model.layers.") else "rest"
+        groups.setdefault(layer, []).append(name)
+    weight_map = {}
+    for i, names in enumerate(groups.values()):
+        shard = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        tensors = {
+            n: torch.randn(shapes[n], generator=g).mul_(0.02).to(torch.bfloat16) for n in names
+        }
+        save_file(tensors, tmp / shard, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, shard))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
     os.replace(tmp, out)
     return out
 
@@ -89,9 +112,8 @@ def plain_copy(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_convert(src: Path, out: Path) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS of the main process, peak RSS summed over the process tree)."""
-    cmd = [
+def seachat_command(src: Path, out: Path) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "seachat.app",
@@ -102,8 +124,23 @@ def run_convert(src: Path, out: Path) -> tuple[float, int, int]:
         "--outtype",
         "f16",
     ]
+
+
+def llama_cpp_command(llama_cpp: Path, src: Path, out: Path) -> list[str]:
+    script = llama_cpp / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    return [sys.executable, str(script), str(src), "--outfile", str(out), "--outtype", "f16"]
+
+
+def llama_cpp_env(llama_cpp: Path) -> dict[str, str]:
+    """llama.cpp's converter with its own vendored gguf-py, not the one seachat installs."""
+    gguf_py = llama_cpp / "vendor" / "llama.cpp" / "gguf-py"
+    return {**os.environ, "PYTHONPATH": str(gguf_py), "NO_LOCAL_GGUF": ""}
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS summed over the process tree) of one command."""
     start = time.perf_counter()
-    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     peak_tree = 0
     stop = threading.Event()
 
@@ -120,13 +157,13 @@ def run_convert(src: Path, out: Path) -> tuple[float, int, int]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, err = proc.communicate()
     wall = time.perf_counter() - start
     stop.set()
     sampler.join()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"convert failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return wall, usage.ru_maxrss * 1024, peak_tree
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[1]} failed: {err.decode(errors='replace')[-2000:]}")
+    return wall, peak_tree
 
 
 def phases(src: Path, out: Path) -> list[tuple[str, float]]:
@@ -167,46 +204,58 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--checkpoint", type=Path)
-    ap.add_argument("--synthetic", action="store_true", help="also bench a 1.1B Llama checkpoint")
+    ap.add_argument("--synthetic", action="store_true", help="also bench a 7B-shaped Qwen3")
+    ap.add_argument("--only-synthetic", action="store_true", help="bench the 7B shape alone")
+    ap.add_argument("--llama-cpp", type=Path, help="untarred llama-cpp-python 0.3.36 sdist")
     args = ap.parse_args()
     cache = Path(os.environ.get("SEACHAT_TEST_CACHE") or Path.home() / ".cache" / "seachat-tests")
-    sources = [args.checkpoint or gemma_checkpoint(cache)]
-    if args.synthetic:
+    sources = [] if args.only_synthetic else [args.checkpoint or gemma_checkpoint(cache)]
+    if args.synthetic or args.only_synthetic:
         sources.append(synthetic_checkpoint(cache))
     for src in sources:
-        bench_one(src, cache, args.rounds)
+        bench_one(src, cache, args.rounds, args.llama_cpp)
 
 
-def bench_one(src: Path, cache: Path, rounds: int) -> None:
+def _round(src: Path, tmp: Path, i: int, llama_cpp: Path | None) -> tuple:
+    copy_s = plain_copy(src, tmp / f"copy{i}")
+    shutil.rmtree(tmp / f"copy{i}")
+    ours = run_measured(seachat_command(src, tmp / f"seachat{i}.gguf"))
+    (tmp / f"seachat{i}.gguf").unlink()
+    theirs = (None, None)
+    if llama_cpp:
+        theirs = run_measured(
+            llama_cpp_command(llama_cpp, src, tmp / f"llama{i}.gguf"), llama_cpp_env(llama_cpp)
+        )
+        (tmp / f"llama{i}.gguf").unlink()
+    return (i + 1, copy_s, *ours, *theirs)
+
+
+def bench_one(src: Path, cache: Path, rounds: int, llama_cpp: Path | None) -> None:
     src_bytes = sum(f.stat().st_size for f in src.iterdir() if f.is_file())
-    largest = largest_tensor_bytes(src)
-    limit = largest + 300 * 2**20
     mib = 2**20
     print(f"\n## {src.name}\n")
-    print(f"checkpoint: {src} ({src_bytes / mib:.0f} MiB), largest tensor {largest / mib:.0f} MiB")
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}\n")
-    rows = []
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        for i in range(rounds):
-            copy_s = plain_copy(src, Path(tmp) / f"copy{i}")
-            wall, rss_main, rss_tree = run_convert(src, Path(tmp) / f"out{i}.gguf")
-            rows.append((i + 1, copy_s, wall, rss_main, rss_tree))
-            shutil.rmtree(Path(tmp) / f"copy{i}")
-            (Path(tmp) / f"out{i}.gguf").unlink()
-        phase_rows = phases(src, Path(tmp) / "phases.gguf")
-
     print(
-        "| round | plain copy (s) | seachat convert f16 (s) | ratio | peak RSS main (MiB) | peak RSS tree (MiB) | RSS goal (MiB) |"
+        f"checkpoint: {src} ({src_bytes / mib:.0f} MiB), largest tensor "
+        f"{largest_tensor_bytes(src) / mib:.0f} MiB"
     )
-    print("|---|---|---|---|---|---|---|")
-    for r, c, w, m, t in rows:
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}\n")
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        rows = [_round(src, Path(tmp), i, llama_cpp) for i in range(rounds)]
+        phase_rows = phases(src, Path(tmp) / "phases.gguf")
+    print(
+        "| round | plain copy (s) | seachat (s) | llama.cpp (s) | seachat / llama.cpp | "
+        "seachat / copy | peak RSS seachat (MiB) | peak RSS llama.cpp (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r, copy_s, wall, rss, lwall, lrss in rows:
+        ratio = f"{wall / lwall:.2f}×" if lwall else "–"
+        lw = f"{lwall:.2f}" if lwall else "–"
+        lr = f"{lrss / mib:.0f}" if lrss else "–"
         print(
-            f"| {r} | {c:.2f} | {w:.2f} | {w / c:.1f}× | {m / mib:.0f} | {t / mib:.0f} | < {limit / mib:.0f} |"
+            f"| {r} | {copy_s:.2f} | {wall:.2f} | {lw} | {ratio} | {wall / copy_s:.2f}× | "
+            f"{rss / mib:.0f} | {lr} |"
         )
-    best_c = min(r[1] for r in rows)
-    best_w = min(r[2] for r in rows)
-    print(f"| best | {best_c:.2f} | {best_w:.2f} | {best_w / best_c:.1f}× | | | |")
-    print("\nOne conversion, in process, by phase:\n")
+    print("\nOne seachat conversion, in process, by phase:\n")
     print("| phase | seconds |")
     print("|---|---|")
     for name, secs in phase_rows:

@@ -7,8 +7,6 @@ happen inside the commands so `seachat --help` stays fast.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +16,24 @@ from seachat.app.cli.options import llama_compute_options
 
 
 class StatusLine:
-    """One updating status line on stderr (plain lines when stderr is not a terminal)."""
+    """The progress callback of the model-running commands: `stage: done/total pct` on one
+    line (app.text.progress.LiveLine: redrawn on a terminal, plain lines in a log)."""
 
     def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        from seachat.app.text.progress import LiveLine
+
+        self.line = LiveLine(every=(0.2, 10.0))
         self.stage = ""
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        finished = total and done >= total
-        if stage == self.stage and not finished and now - self.last < (0.2 if self.tty else 10.0):
+        finished = bool(total) and done >= total
+        if stage == self.stage and not finished and not self.line.due():
             return
-        self.stage, self.last = stage, now
+        self.stage = stage
         pct = f"{100 * done / total:5.1f}%" if total else ""
-        line = f"{stage}: {done}/{total} {pct}"
-        if self.tty:
-            click.echo(f"\r\033[K{line}", err=True, nl=bool(finished))
-        else:
-            click.echo(line, err=True)
+        self.line.show(f"{stage}: {done}/{total} {pct}")
+        if finished:
+            self.line.end()
 
 
 @click.command()

@@ -138,4 +138,4 @@ def test_export_markdown_and_json(tmp_path: Path):
     assert [m["content"] for m in doc["messages"]] == [THAI, ARABIC]
     again = export(conv, s.messages(conv.id), tmp_path / "out", "md")
     assert again != md and again.name.endswith("(2).md")
-    assert not list((tmp_path / "out").glob(".export-*"))
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # convert/files.py's temporary names
