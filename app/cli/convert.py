@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from seachat.app.cli.options import llama_compute_options
+from seachat.app.cli.options import (
+    calibration_option,
+    eval_text_option,
+    imatrix_option,
+    llama_compute_options,
+)
 from seachat.convert.checkpoint.tensor_plan import OUTTYPES
 from seachat.convert.units import human_bytes
 
@@ -43,21 +48,9 @@ from seachat.convert.units import human_bytes
     help="Quantize with this profile (shipped name such as sea-q4, or a .toml file); "
     "--outtype is then the verified intermediate's type. See `seachat profiles`.",
 )
-@click.option(
-    "--imatrix",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="With --profile: reuse this importance matrix (GGUF or legacy .dat).",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(exists=True, path_type=Path),
-    help="With --profile: calibration text (folder of <language>.txt or one file).",
-)
-@click.option(
-    "--eval-text",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="With --profile: evaluation text folder (default: the shipped held-out text).",
-)
+@imatrix_option("With --profile: reuse this importance matrix (GGUF or legacy .dat).")
+@calibration_option("With --profile: calibration text (folder of <language>.txt or one file).")
+@eval_text_option("With --profile: evaluation text folder (default: the shipped held-out text).")
 @click.option("--no-eval", is_flag=True, help="With --profile: skip the per-language evaluation.")
 @llama_compute_options
 def convert(
@@ -106,6 +99,8 @@ def convert(
         f"{plan.n_params / 1e6:.1f}M parameters, vocabulary {len(prepared.vocab)} "
         f"({prepared.vocab.source})"
     )
+    if plan.dropped:
+        console.print(f"left out: the {plan.dropped} ({plan.n_dropped} tensors); text model only")
     if dry_run:
         _print_plan(console, plan, outtype)
         prepared.checkpoint.close()

@@ -31,3 +31,20 @@ def llama_compute_options(command):
         show_default=True,
         help="Layers to offload to the GPU (-1 = all; needs a CUDA/Metal build of llama-cpp-python).",
     )(command)
+
+
+def imatrix_option(help_text: str):
+    return click.option(
+        "--imatrix", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=help_text
+    )
+
+
+def calibration_option(help_text: str):
+    return click.option(
+        "--calibration", type=click.Path(exists=True, path_type=Path), help=help_text
+    )
+
+
+def eval_text_option(help_text: str):
+    """A folder of <language>.txt (or, for `eval`, one file); default the shipped text."""
+    return click.option("--eval-text", type=click.Path(exists=True, path_type=Path), help=help_text)

@@ -12,7 +12,12 @@ from typing import Any
 
 import click
 
-from seachat.app.cli.options import llama_compute_options
+from seachat.app.cli.options import (
+    calibration_option,
+    eval_text_option,
+    imatrix_option,
+    llama_compute_options,
+)
 
 
 class StatusLine:
@@ -48,21 +53,9 @@ class StatusLine:
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Output GGUF."
 )
-@click.option(
-    "--imatrix",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Use this importance matrix (GGUF or legacy .dat).",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(exists=True, path_type=Path),
-    help="Calibration text: a folder of <language>.txt or one file.",
-)
-@click.option(
-    "--eval-text",
-    type=click.Path(exists=True, path_type=Path),
-    help="Evaluation text folder (default: the shipped held-out text).",
-)
+@imatrix_option("Use this importance matrix (GGUF or legacy .dat).")
+@calibration_option("Calibration text: a folder of <language>.txt or one file.")
+@eval_text_option("Evaluation text folder (default: the shipped held-out text).")
 @click.option(
     "--no-eval", is_flag=True, help="Skip the per-language evaluation and quality summary."
 )
@@ -303,11 +296,7 @@ def evaluate(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Importance matrix to write (GGUF).",
 )
-@click.option(
-    "--calibration",
-    type=click.Path(exists=True),
-    help="Folder of <language>.txt or one file (default: shipped text).",
-)
+@calibration_option("Folder of <language>.txt or one file (default: shipped text).")
 @click.option(
     "--profile",
     "-p",
@@ -424,16 +413,8 @@ def imatrix(
 )
 @click.option("--name", default="tuned", show_default=True, help="Profile name.")
 @click.option("--summary", default=None, help="One-line profile summary.")
-@click.option(
-    "--imatrix",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Importance matrix to quantize with (default: computed).",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(exists=True, path_type=Path),
-    help="Calibration text for the importance matrix.",
-)
+@imatrix_option("Importance matrix to quantize with (default: computed).")
+@calibration_option("Calibration text for the importance matrix.")
 @click.option(
     "--base",
     default="sea-q4",
