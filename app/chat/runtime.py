@@ -98,6 +98,16 @@ class SamplingParams:
     max_tokens: int = 1024
     seed: int | None = None
 
+    def generate_kwargs(self) -> dict[str, float | int]:
+        """The sampler settings in llama-cpp-python's `Llama.generate` names."""
+        return {
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "min_p": self.min_p,
+            "temp": self.temperature,
+            "repeat_penalty": self.repeat_penalty,
+        }
+
 
 @dataclass
 class GenerationStats:
@@ -324,15 +334,7 @@ class Runtime:
         self._arm_abort(stop)
         start = perf_counter()
         first = last = start
-        gen = llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            reset=True,
-        )
+        gen = llm.generate(tokens, **params.generate_kwargs(), reset=True)
         try:
             if stop.is_set():
                 stats.stop_reason = "stopped"

@@ -11,6 +11,7 @@ reused buffer: nothing is memory-mapped, so resident memory stays at one block, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import threading
@@ -44,10 +45,7 @@ class TensorEntry:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_bytes(self) -> int:
