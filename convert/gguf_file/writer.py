@@ -10,10 +10,10 @@ leaves a file under the output name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +26,7 @@ from gguf import GGMLQuantizationType, GGUFValueType, quants
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
 from seachat.convert.checkpoint.tensor_plan import ConversionPlan, PlannedTensor
 from seachat.convert.errors import UserError
+from seachat.convert.files import temp_beside
 from seachat.convert.gguf_file.reader import SCALAR_FORMATS
 
 BLOCK_BYTES = 16 * 1024 * 1024
@@ -124,6 +125,12 @@ def tensor_jobs(
         data = t.generated
         yield lambda: _encode(data.reshape(1, -1), t.out_type)
         return
+    for member in t.stacked:  # a stack is its members' rows one after another
+        yield from tensor_jobs(
+            ckpt, dataclasses.replace(t, source=member, shape=member.shape, stacked=())
+        )
+    if t.stacked:
+        return
     entry = t.source
     assert entry is not None
     n_rows = t.n_rows if len(t.shape) > 1 else 1
@@ -176,10 +183,7 @@ def write_gguf(
 ) -> Path:
     """Write to a temporary file beside `out_path`; returns the temporary path (the caller
     renames it once every check has passed, or deletes it)."""
-    out_dir = out_path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(out_path, "partial")  # the user's umask, not mkstemp's 0600
     try:
         writer = FastGGUFWriter(tmp, plan.arch.arch_name)
         add_metadata(writer)
