@@ -22,7 +22,7 @@ from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint
 from seachat.convert.checkpoint.source import Source, resolve_source
 from seachat.convert.checkpoint.tensor_plan import FILE_TYPES, OUTTYPES, ConversionPlan, build_plan
 from seachat.convert.errors import UserError
-from seachat.convert.gguf_file.keys import NORMALIZER_KEY
+from seachat.convert.gguf_file.keys import DROPPED_KEY, NORMALIZER_KEY
 from seachat.convert.gguf_file.writer import ProgressFn, write_gguf
 from seachat.convert.llama.core import Model
 from seachat.convert.parity.probe_text import ALL_PROBES
@@ -76,6 +76,7 @@ def prepare(src: str, outtype: str, revision: str | None = None) -> Prepared:
     source = resolve_source(src, revision)
     config = read_config(source.model_dir)
     arch = find_architecture(config, str(source.model_dir / "config.json"))
+    config = arch.text_config(config)
     vocab = load_vocab(source.model_dir, config, pad=not arch.trim_embedding_to_vocab)
     checkpoint = SafetensorsCheckpoint(source.model_dir)
     try:
@@ -107,6 +108,8 @@ def metadata_writer(prepared: Prepared, name: str | None) -> Callable[[gguf.GGUF
         prepared.vocab.add_to_writer(writer)
         if prepared.vocab.normalizer:
             writer.add_string(NORMALIZER_KEY, prepared.vocab.normalizer)
+        if plan.dropped:
+            writer.add_string(DROPPED_KEY, plan.dropped)
 
     return add
 

@@ -94,13 +94,7 @@ def convert(
     _check_profile_options(profile, outtype, verify_logits, quant)
     prepared = pipeline.prepare(src, outtype, revision)
     plan = prepared.plan
-    console.print(
-        f"[bold]{prepared.source.label}[/]: {plan.arch.arch_name}, {len(plan.tensors)} tensors, "
-        f"{plan.n_params / 1e6:.1f}M parameters, vocabulary {len(prepared.vocab)} "
-        f"({prepared.vocab.source})"
-    )
-    if plan.dropped:
-        console.print(f"left out: the {plan.dropped} ({plan.n_dropped} tensors); text model only")
+    _print_summary(console, prepared)
     if dry_run:
         _print_plan(console, plan, outtype)
         prepared.checkpoint.close()
@@ -134,6 +128,17 @@ def convert(
             return 1
     console.print(f"Wrote [bold]{out}[/] ({human_bytes(out.stat().st_size)})")
     return 0
+
+
+def _print_summary(console, prepared) -> None:
+    plan = prepared.plan
+    console.print(
+        f"[bold]{prepared.source.label}[/]: {plan.arch.arch_name}, {len(plan.tensors)} tensors, "
+        f"{plan.n_params / 1e6:.1f}M parameters, vocabulary {len(prepared.vocab)} "
+        f"({prepared.vocab.source})"
+    )
+    if plan.dropped:
+        console.print(f"left out: the {plan.dropped} ({plan.n_dropped} tensors); text model only")
 
 
 def _check_profile_options(

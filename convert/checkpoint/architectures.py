@@ -11,8 +11,9 @@ architecture is a new row, not new code.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gguf
@@ -114,6 +115,15 @@ GEMMA3_HPARAMS: tuple[HParam, ...] = (
     HParam(K.Rope.FREQ_BASE_SWA, sliding_rope_theta, F32, required=False),
 )
 
+# Apertus' xIELU activation: llama.cpp reads its four per-layer scalars as arrays of these keys
+# (softplus applied inside ggml, as transformers does), from the checkpoint's act_fn tensors.
+XIELU_SCALARS: tuple[tuple[str, str], ...] = (
+    (".mlp.act_fn.alpha_n", K.xIELU.ALPHA_N),
+    (".mlp.act_fn.alpha_p", K.xIELU.ALPHA_P),
+    (".mlp.act_fn.beta", K.xIELU.BETA),
+    (".mlp.act_fn.eps", K.xIELU.EPS),
+)
+
 # llama.cpp's loader reads the vocabulary size of Llama files from this key.
 VOCAB_SIZE_HPARAMS: tuple[HParam, ...] = (
     HParam(K.LLM.VOCAB_SIZE, lambda c: int(c["vocab_size"]), U32),
@@ -141,6 +151,46 @@ QK_NORMS: tuple[BlockTensor, ...] = ((T.ATTN_Q_NORM, "weight"), (T.ATTN_K_NORM, 
 
 
 @dataclass(frozen=True)
+class Stack:
+    """Checkpoint tensors written as one GGUF tensor, stacked along a new first axis in index
+    order: every name `pattern` matches belongs to the stack named head + tail (the name
+    TensorNameMap knows), at position `index`; `count` says how many the config implies."""
+
+    pattern: re.Pattern[str]  # named groups: head, index, tail
+    count: Callable[[Config], Any]
+
+
+def n_experts(config: Config) -> Any:
+    return _first(config, "num_experts", "num_local_experts")
+
+
+# Mixture-of-experts blocks: llama.cpp holds each projection of all experts in one
+# [n_expert, rows, cols] tensor (ffn_{gate,up,down}_exps), stacked from the per-expert ones.
+EXPERT_STACKS: tuple[Stack, ...] = (
+    Stack(
+        re.compile(
+            r"^(?P<head>model\.layers\.\d+\.mlp\.experts)\.(?P<index>\d+)"
+            r"(?P<tail>\.(?:gate|up|down)_proj\.weight)$"
+        ),
+        n_experts,
+    ),
+)
+MOE_HPARAMS: tuple[HParam, ...] = (
+    HParam(K.LLM.EXPERT_COUNT, n_experts, U32),
+    HParam(K.LLM.EXPERT_USED_COUNT, cfg("num_experts_per_tok"), U32),
+    HParam(K.LLM.EXPERT_FEED_FORWARD_LENGTH, cfg("moe_intermediate_size"), U32),
+)
+DENSE_FFN = (T.FFN_GATE, T.FFN_UP, T.FFN_DOWN)
+MOE_FFN: tuple[BlockTensor, ...] = (
+    (T.FFN_NORM, "weight"),
+    (T.FFN_GATE_INP, "weight"),
+    (T.FFN_GATE_EXP, "weight"),
+    (T.FFN_UP_EXP, "weight"),
+    (T.FFN_DOWN_EXP, "weight"),
+)
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     hf_architectures: tuple[str, ...]
     gguf_arch: gguf.MODEL_ARCH
@@ -163,10 +213,39 @@ class ArchSpec:
     always_tied_output: bool = False
     # Each returns why llama.cpp would compute a different function for this config, or None.
     checks: tuple[Callable[[Config], str | None], ...] = ()
+    # Multimodal checkpoints keep the language model's hyper-parameters under this config key;
+    # they are merged over the top level (llama.cpp's own converter does the same).
+    text_config_key: str | None = None
+    # (checkpoint prefix, prefix TensorNameMap knows): the language model inside a multimodal
+    # checkpoint, whose prefix depends on the transformers version that saved it.
+    renamed_prefixes: tuple[tuple[str, str], ...] = ()
+    # Checkpoint tensors left out on purpose, and the one-line name of what they are.
+    dropped_prefixes: tuple[str, ...] = ()
+    dropped_label: str | None = None
+    # (checkpoint name suffix, GGUF key): per-block scalar tensors that llama.cpp reads as
+    # per-layer hyper-parameter arrays instead of tensors.
+    block_scalar_hparams: tuple[tuple[str, str], ...] = ()
+    # Checkpoint tensors that become one stacked GGUF tensor (mixture-of-experts weights).
+    stacked: tuple[Stack, ...] = ()
 
     @property
     def arch_name(self) -> str:
         return gguf.MODEL_ARCH_NAMES[self.gguf_arch]
+
+    def text_config(self, config: Config) -> dict[str, Any]:
+        """The config the language model is described by (for multimodal checkpoints, the
+        text part over the top level)."""
+        if self.text_config_key is None:
+            return dict(config)
+        return {**config, **(config.get(self.text_config_key) or {})}
+
+    def checkpoint_name(self, name: str) -> str:
+        """`name` as TensorNameMap knows it (the language-model prefix of multimodal
+        checkpoints rewritten)."""
+        for old, new in self.renamed_prefixes:
+            if name.startswith(old):
+                return new + name[len(old) :]
+        return name
 
 
 def _no_attention_bias(config: Config) -> str | None:
@@ -175,9 +254,73 @@ def _no_attention_bias(config: Config) -> str | None:
     return None
 
 
+def _no_qkv_bias(config: Config) -> str | None:
+    if config.get("attention_bias"):
+        return "attention_bias: true is not supported by llama.cpp for this architecture"
+    return None
+
+
+def _no_sliding_window(config: Config) -> str | None:
+    if config.get("use_sliding_window"):
+        return "use_sliding_window: true is not supported by llama.cpp's qwen3 (no sliding window)"
+    return None
+
+
+def _gelu_tanh(config: Config) -> str | None:
+    """llama.cpp's gemma graph applies tanh-approximated GELU; transformers reads the legacy
+    "gelu" of Gemma configs as that same approximation."""
+    act = _first(config, "hidden_activation", "hidden_act") or "gelu_pytorch_tanh"
+    if act not in ("gelu", "gelu_pytorch_tanh"):
+        return f"hidden_activation {act!r} is not supported (llama.cpp's gemma uses tanh GELU)"
+    return None
+
+
+def _gemma3_query_scale(config: Config) -> str | None:
+    """llama.cpp has no GGUF key for the query scale: its gemma3 graph uses 1/sqrt(head_dim),
+    or 1/sqrt(hidden_size/num_attention_heads) for the 62-layer (27B) model."""
+    scalar = config.get("query_pre_attn_scalar")
+    if scalar is None:
+        return None
+    if int(config["num_hidden_layers"]) == 62:
+        expected, what = config["hidden_size"] // config["num_attention_heads"], "hidden/heads"
+    else:
+        expected, what = head_dim(config), "head_dim"
+    if float(scalar) != float(expected):
+        return (
+            f"query_pre_attn_scalar {scalar} is not supported: llama.cpp's gemma3 scales queries "
+            f"by 1/sqrt({what}) = 1/sqrt({expected}) and has no GGUF key for another value"
+        )
+    return None
+
+
+def _xielu_untied(config: Config) -> str | None:
+    if config.get("hidden_act", "xielu") != "xielu":
+        return f"hidden_act {config['hidden_act']!r} is not supported (llama.cpp's apertus: xielu)"
+    if config.get("tie_word_embeddings"):
+        return "tie_word_embeddings: true is not supported (llama.cpp's apertus needs lm_head)"
+    return None
+
+
 def _gemma3_no_attn_softcap(config: Config) -> str | None:
     if config.get("attn_logit_softcapping") is not None:
         return "Gemma 3 has no attention logit soft-capping; this config sets one"
+    return None
+
+
+def _qwen3moe_routing(config: Config) -> str | None:
+    """llama.cpp's qwen3moe graph routes every block through the experts and always
+    renormalises the chosen experts' weights (it reads no expert_weights_norm key)."""
+    if not config.get("norm_topk_prob", False):
+        return (
+            "norm_topk_prob: false is not supported: llama.cpp's qwen3moe always renormalises "
+            "the chosen experts' weights, so it would compute a different function"
+        )
+    if config.get("mlp_only_layers"):
+        return "mlp_only_layers is not supported: llama.cpp's qwen3moe has no dense blocks"
+    if int(config.get("decoder_sparse_step", 1)) != 1:
+        return "decoder_sparse_step != 1 is not supported: llama.cpp's qwen3moe has no dense blocks"
+    if config.get("use_sliding_window"):
+        return "use_sliding_window: true is not supported by llama.cpp's qwen3moe"
     return None
 
 
@@ -213,9 +356,76 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
         norm_weight_offset=1.0,
         trim_embedding_to_vocab=True,
         always_tied_output=True,
-        checks=(_gemma3_no_attn_softcap,),
+        checks=(_gemma3_no_attn_softcap, _gemma3_query_scale),
+    ),
+    ArchSpec(
+        ("GemmaForCausalLM",),
+        gguf.MODEL_ARCH.GEMMA,
+        COMMON_HPARAMS + HEAD_DIM_HPARAMS,
+        required_block_tensors=(*BLOCK_COMMON, (T.FFN_NORM, "weight")),
+        norm_weight_offset=1.0,
+        always_tied_output=True,
+        checks=(_no_attention_bias, _gelu_tanh),
+    ),
+    ArchSpec(
+        ("Qwen3ForCausalLM",),
+        gguf.MODEL_ARCH.QWEN3,
+        COMMON_HPARAMS + HEAD_DIM_HPARAMS,
+        required_block_tensors=(*BLOCK_COMMON, (T.FFN_NORM, "weight"), *QK_NORMS),
+        checks=(_no_qkv_bias, _no_sliding_window),
+    ),
+    ArchSpec(
+        ("ApertusForCausalLM",),
+        gguf.MODEL_ARCH.APERTUS,
+        COMMON_HPARAMS + LLAMA_HPARAMS,
+        required_block_tensors=(
+            *(t for t in BLOCK_COMMON if t[0] != T.FFN_GATE),
+            (T.FFN_NORM, "weight"),
+            *QK_NORMS,
+        ),
+        trailing_hparams=VOCAB_SIZE_HPARAMS,
+        block_scalar_hparams=XIELU_SCALARS,
+        checks=(_no_attention_bias, _xielu_untied),
+    ),
+    ArchSpec(
+        ("Qwen3MoeForCausalLM",),
+        gguf.MODEL_ARCH.QWEN3MOE,
+        COMMON_HPARAMS + HEAD_DIM_HPARAMS + MOE_HPARAMS,
+        required_block_tensors=(
+            *(t for t in BLOCK_COMMON if t[0] not in DENSE_FFN),
+            *QK_NORMS,
+            *MOE_FFN,
+        ),
+        stacked=EXPERT_STACKS,
+        checks=(_no_attention_bias, _qwen3moe_routing),
     ),
 )
+
+
+def _gemma3_text_of_multimodal() -> ArchSpec:
+    """Gemma 3 4B/12B/27B-it: the Gemma 3 text row, read from the multimodal checkpoint's
+    language model; the SigLIP vision tower and its projector are left out."""
+    gemma3 = next(spec for spec in ARCHITECTURES if spec.gguf_arch == gguf.MODEL_ARCH.GEMMA3)
+    return replace(
+        gemma3,
+        hf_architectures=("Gemma3ForConditionalGeneration",),
+        text_config_key="text_config",
+        renamed_prefixes=(
+            ("model.language_model.", "model."),  # transformers ≥ 4.52
+            ("language_model.model.", "model."),
+            ("language_model.lm_head.", "lm_head."),
+        ),
+        dropped_prefixes=(
+            "model.vision_tower.",
+            "vision_tower.",
+            "model.multi_modal_projector.",
+            "multi_modal_projector.",
+        ),
+        dropped_label="vision tower",
+    )
+
+
+ARCHITECTURES += (_gemma3_text_of_multimodal(),)
 
 SUPPORTED = ", ".join(a for spec in ARCHITECTURES for a in spec.hf_architectures)
 
@@ -225,8 +435,9 @@ def find_architecture(config: Config, config_path: str) -> ArchSpec:
     for name in names:
         for spec in ARCHITECTURES:
             if name in spec.hf_architectures:
+                text_config = spec.text_config(config)
                 for check in spec.checks:
-                    problem = check(config)
+                    problem = check(text_config)
                     if problem:
                         raise UserError(f"{config_path}: {problem}")
                 return spec

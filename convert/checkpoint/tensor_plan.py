@@ -19,12 +19,14 @@ from seachat.convert.checkpoint.architectures import (
     head_dim,
     hparams_kv,
     llama3_rope_factors,
+    n_experts,
     rope_scaling_kv,
 )
 from seachat.convert.checkpoint.safetensors import SafetensorsCheckpoint, TensorEntry
 from seachat.convert.errors import UserError
 
 T = MODEL_TENSOR
+F32 = GGMLQuantizationType.F32
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Dims:
     head_dim: int
     ffn: int
     vocab: int
+    n_expert: int = 0
+    ffn_exp: int = 0  # rows of each expert's gate/up projection
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Dims:
@@ -46,6 +50,8 @@ class Dims:
             head_dim=head_dim(config),
             ffn=int(config["intermediate_size"]),
             vocab=int(config["vocab_size"]),
+            n_expert=int(n_experts(config) or 0),
+            ffn_exp=int(config.get("moe_intermediate_size") or 0),
         )
 
 
@@ -71,7 +77,14 @@ SHAPES: dict[tuple[MODEL_TENSOR, str], Callable[[Dims], tuple[int, ...]]] = {
     (T.FFN_GATE, "weight"): lambda d: (d.ffn, d.hidden),
     (T.FFN_UP, "weight"): lambda d: (d.ffn, d.hidden),
     (T.FFN_DOWN, "weight"): lambda d: (d.hidden, d.ffn),
+    (T.FFN_GATE_INP, "weight"): lambda d: (d.n_expert, d.hidden),
+    (T.FFN_GATE_EXP, "weight"): lambda d: (d.n_expert, d.ffn_exp, d.hidden),
+    (T.FFN_UP_EXP, "weight"): lambda d: (d.n_expert, d.ffn_exp, d.hidden),
+    (T.FFN_DOWN_EXP, "weight"): lambda d: (d.n_expert, d.hidden, d.ffn_exp),
 }
+# llama.cpp's converter keeps the expert router in F32 whatever the output type (its
+# quantizer never touches it either): routing decisions flip on small logit differences.
+F32_KINDS = (T.FFN_GATE_INP,)
 
 OUTTYPES: dict[str, GGMLQuantizationType] = {
     "f32": GGMLQuantizationType.F32,
@@ -90,12 +103,14 @@ FILE_TYPES: dict[str, gguf.LlamaFileType] = {
 @dataclass(frozen=True)
 class PlannedTensor:
     gguf_name: str
-    source: TensorEntry | None  # None: generated (data in `generated`)
+    source: TensorEntry | None  # None: generated (data in `generated`) or `stacked`
     shape: tuple[int, ...]  # output shape, row-major (HF order)
     out_type: GGMLQuantizationType
     permute_heads: int = 0  # >0: apply Llama's q/k row permutation with this many heads
     add_offset: float = 0.0  # Gemma's (1 + w) norms
     generated: np.ndarray | None = None
+    # Non-empty: the data is these tensors one after another (a stack along a new first axis)
+    stacked: tuple[TensorEntry, ...] = ()
 
     @property
     def n_elements(self) -> int:
@@ -118,6 +133,10 @@ class ConversionPlan:
     tensors: list[PlannedTensor]
     hparams_kv: dict[str, tuple[Any, gguf.GGUFValueType]]
     skipped: list[str]
+    # What was left out of a multimodal checkpoint on purpose (e.g. "vision tower"), and how
+    # many tensors that was.
+    dropped: str | None = None
+    n_dropped: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -154,7 +173,9 @@ class _TensorPlanner:
         arch, name = self.arch, entry.name
         if name.endswith(arch.ignored_tensor_suffixes):
             return None
-        mapped = self.name_map.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
+        mapped = self.name_map.get_type_and_name(
+            arch.checkpoint_name(name), try_suffixes=(".weight", ".bias")
+        )
         if mapped is None:
             raise UserError(
                 f"{entry.file}: tensor {name!r} has no llama.cpp {arch.arch_name} counterpart; "
@@ -173,9 +194,38 @@ class _TensorPlanner:
             gguf_name=gguf_name,
             source=entry,
             shape=shape,
-            out_type=choose_type(self.outtype, shape),
+            out_type=F32 if kind in F32_KINDS else choose_type(self.outtype, shape),
             permute_heads=permute,
             add_offset=offset,
+        )
+
+    def plan_stack(self, name: str, members: list[TensorEntry]) -> PlannedTensor:
+        """One output tensor made of `members` stacked along a new first axis; `name` is the
+        stack's name as TensorNameMap knows it (e.g. model.layers.0.mlp.experts.up_proj.weight)."""
+        first = members[0]
+        mapped = self.name_map.get_type_and_name(name, try_suffixes=(".weight",))
+        expected_fn = SHAPES.get((mapped[0], "weight")) if mapped else None
+        if mapped is None or expected_fn is None:
+            raise UserError(
+                f"{first.file}: tensor {first.name!r} has no llama.cpp {self.arch.arch_name} "
+                "counterpart; is this checkpoint really a plain "
+                f"{'/'.join(self.arch.hf_architectures)}?"
+            )
+        shape = (len(members), *first.shape)
+        odd = next((m for m in members if m.shape != first.shape), None)
+        if odd is not None or shape != expected_fn(self.dims):
+            bad = odd or first
+            raise UserError(
+                f"{bad.file}: shape mismatch for {bad.name!r}: {list(bad.shape)}, config.json "
+                f"implies {list(expected_fn(self.dims)[1:])}; checkpoint and config.json do "
+                "not belong together"
+            )
+        return PlannedTensor(
+            gguf_name=mapped[1],
+            source=None,
+            shape=shape,
+            out_type=choose_type(self.outtype, shape),
+            stacked=tuple(members),
         )
 
     def _output_shape(
@@ -234,9 +284,17 @@ def build_plan(
         tied=tied,
         outtype=outtype,
     )
-    planned: list[PlannedTensor] = []
+    stacks = _stacks(checkpoint, arch, config)
+    planned = [planner.plan_stack(name, members) for name, members in stacks.items()]
+    in_stacks = {e.name for members in stacks.values() for e in members}
     skipped: list[str] = []
+    dropped = [name for name in checkpoint.tensors if name.startswith(arch.dropped_prefixes)]
+    as_hparams = tuple(suffix for suffix, _ in arch.block_scalar_hparams)
     for name, entry in checkpoint.tensors.items():
+        if name in in_stacks:
+            continue
+        if name.startswith(arch.dropped_prefixes) or name.endswith(as_hparams):
+            continue
         tensor = planner.plan(entry)
         if tensor is None:
             skipped.append(name)
@@ -250,9 +308,70 @@ def build_plan(
         arch=arch,
         outtype=outtype,
         tensors=planned,
-        hparams_kv=hparams_kv(arch, config, config_path),
+        hparams_kv={
+            **hparams_kv(arch, config, config_path),
+            **_block_scalars_kv(checkpoint, arch, n_blocks),
+        },
         skipped=skipped,
+        dropped=arch.dropped_label if dropped else None,
+        n_dropped=len(dropped),
     )
+
+
+def _stacks(
+    checkpoint: SafetensorsCheckpoint, arch: ArchSpec, config: Mapping[str, Any]
+) -> dict[str, list[TensorEntry]]:
+    """The checkpoint tensors the architecture stacks (`ArchSpec.stacked`), by the name of the
+    stack, in index order; every index the config implies must be there, and no other."""
+    found: dict[str, dict[int, TensorEntry]] = {}
+    expected: dict[str, tuple[int, str]] = {}  # stack -> (count, member name with {})
+    for name, entry in checkpoint.tensors.items():
+        for stack in arch.stacked:
+            m = stack.pattern.match(arch.checkpoint_name(name))
+            if m:
+                merged = m["head"] + m["tail"]
+                found.setdefault(merged, {})[int(m["index"])] = entry
+                expected[merged] = (int(stack.count(config) or 0), m["head"] + ".{}" + m["tail"])
+                break
+    out: dict[str, list[TensorEntry]] = {}
+    for merged, members in sorted(found.items()):
+        count, member = expected[merged]
+        missing = [i for i in range(count) if i not in members]
+        if missing:
+            raise UserError(
+                f"{checkpoint.files[0].parent}: checkpoint lacks {member.format(missing[0])} "
+                f"({len(missing)} of {count} missing); download every shard"
+            )
+        extra = sorted(i for i in members if i >= count)
+        if extra:
+            raise UserError(
+                f"{checkpoint.files[0].parent}: checkpoint has {member.format(extra[0])} but "
+                f"config.json implies {count}; config.json does not belong to this checkpoint"
+            )
+        out[merged] = [members[i] for i in range(count)]
+    return out
+
+
+def _block_scalars_kv(
+    checkpoint: SafetensorsCheckpoint, arch: ArchSpec, n_blocks: int
+) -> dict[str, tuple[Any, gguf.GGUFValueType]]:
+    """Per-layer arrays made of one-value block tensors (Apertus' xIELU parameters), which
+    llama.cpp reads as hyper-parameters; a few bytes each, so planning reads them."""
+    by_name = {arch.checkpoint_name(name): e for name, e in checkpoint.tensors.items()}
+    kv: dict[str, tuple[Any, gguf.GGUFValueType]] = {}
+    for suffix, key in arch.block_scalar_hparams:
+        values = []
+        for bid in range(n_blocks):
+            name = f"model.layers.{bid}{suffix}"
+            entry = by_name.get(name)
+            if entry is None or entry.n_elements != 1:
+                raise UserError(
+                    f"{checkpoint.files[0].parent}: checkpoint lacks the one-value tensor "
+                    f"{name!r} llama.cpp's {arch.arch_name} needs; download every shard"
+                )
+            values.append(float(checkpoint.read_f32(entry, 0, 1).reshape(-1)[0]))
+        kv[key] = (values, gguf.GGUFValueType.ARRAY)
+    return kv
 
 
 def _rope_freqs_tensor(config: Mapping[str, Any]) -> PlannedTensor:

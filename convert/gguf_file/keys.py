@@ -13,3 +13,6 @@ QUALITY_KEY = "seachat.quant.quality_summary"
 CALIBRATION_KEY = "seachat.quant.calibration"
 # Longest string (UTF-8 bytes) a llama.cpp key/value override carries whole.
 OVERRIDE_STRING_BYTES = 127
+# What `seachat convert` left out of a multimodal checkpoint (e.g. "vision tower"): the file
+# holds the language model only.
+DROPPED_KEY = "seachat.convert.dropped"

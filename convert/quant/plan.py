@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import TYPES, TYPES_BY_ID, GGMLType
 from seachat.convert.gguf_file.reader import GGUFHeader, TensorInfo
-from seachat.convert.quant.profiles import Profile
+from seachat.convert.quant.profiles import EXPERT_KINDS, Profile
 
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 
@@ -82,12 +82,17 @@ def llama_quantizes(name: str, shape: Sequence[int]) -> bool:
 
 
 def tensor_kind(name: str) -> str:
-    """llama.cpp's tensor category, by name."""
+    """llama.cpp's tensor category, by name; expert tensors and the router get kinds of their
+    own (llama.cpp files them under ffn_up/gate/down: see profiles.EXPERT_KINDS)."""
     if name == "output.weight":
         return "output"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
     for key, kind in (
+        ("ffn_gate_inp.weight", "ffn_gate_inp"),
+        ("ffn_up_exps.weight", "ffn_up_exps"),
+        ("ffn_gate_exps.weight", "ffn_gate_exps"),
+        ("ffn_down_exps.weight", "ffn_down_exps"),
         ("attn_qkv.weight", "attn_qkv"),
         ("attn_kv_b.weight", "attn_kv_b"),
         ("attn_v.weight", "attn_v"),
@@ -323,8 +328,11 @@ def _requested(
 ) -> tuple[GGMLType, str]:
     """The type the profile asks for and what decided it: output_type / token_embd_type, else
     the first matching rule (its index goes into `used`), else default_type. A tied embedding
-    is the output projection too, so output rules and output_type apply to it."""
+    is the output projection too, so output rules and output_type apply to it; an expert
+    tensor is its dense kind too (profiles.EXPERT_KINDS)."""
     kinds = {kind}
+    if kind in EXPERT_KINDS:
+        kinds.add(EXPERT_KINDS[kind])
     if kind == "token_embd" and tied and name == "token_embd.weight":
         kinds.add("output")
     wanted: GGMLType | None = None

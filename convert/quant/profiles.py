@@ -57,8 +57,20 @@ KINDS = (
     "ffn_up",
     "ffn_gate",
     "ffn_down",
+    "ffn_up_exps",
+    "ffn_gate_exps",
+    "ffn_down_exps",
+    "ffn_gate_inp",
     "other",
 )
+# Mixture-of-experts tensors (all experts of a block in one 3-D tensor). llama.cpp's quantizer
+# counts each as the dense kind its name contains, so a rule for ffn_up covers ffn_up_exps
+# too (stock recipes stay llama.cpp's); a rule for ffn_up_exps covers only the experts.
+EXPERT_KINDS = {"ffn_up_exps": "ffn_up", "ffn_gate_exps": "ffn_gate", "ffn_down_exps": "ffn_down"}
+# Kinds llama.cpp never quantizes: a rule for them could not take effect.
+UNQUANTIZED_KINDS = {
+    "ffn_gate_inp": "the expert router stays at its converted precision (F32) in llama.cpp",
+}
 
 _TOP_KEYS = {
     "name",
@@ -418,6 +430,8 @@ def _rule(where: str, index: int, raw: Any) -> Rule:
     for kind in kinds:
         if kind not in KINDS:
             raise _err(where, f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        if kind in UNQUANTIZED_KINDS:
+            raise _err(where, f"kind {kind!r} is never quantized: {UNQUANTIZED_KINDS[kind]}")
     pattern = None
     if "pattern" in raw:
         if not isinstance(raw["pattern"], str) or not raw["pattern"]:

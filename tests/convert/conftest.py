@@ -21,6 +21,10 @@ EXACT_TINY = [
     "qwen2-bpe",
     "gemma2-spm",
     "gemma3-fast",
+    "gemma-spm",
+    "qwen3-bpe",
+    "gemma3-multimodal",
+    "apertus-bpe",
 ]
 
 

@@ -154,3 +154,29 @@ def test_interrupted_write_leaves_nothing(ckpt, out_dir, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         pipeline.convert(str(ckpt), out_dir / "m.gguf", "f32")
     assert list(out_dir.iterdir()) == []
+
+
+def _set_config(ckpt: Path, key: str, value: object, under: str | None = None) -> None:
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (cfg[under] if under else cfg)[key] = value
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize(
+    ("fixture", "key", "value", "under"),
+    [
+        ("gemma3-fast", "query_pre_attn_scalar", 24, None),
+        ("gemma3-multimodal", "query_pre_attn_scalar", 64, "text_config"),
+        ("qwen3-bpe", "attention_bias", True, None),
+        ("qwen3-bpe", "use_sliding_window", True, None),
+        ("gemma-spm", "hidden_act", "relu", None),
+        ("apertus-bpe", "tie_word_embeddings", True, None),
+    ],
+)
+def test_config_llama_cpp_cannot_represent(tiny_dir, tmp_path, out_dir, fixture, key, value, under):
+    """A config value llama.cpp's graph would silently compute differently: refused, naming
+    the key, before anything is written."""
+    ckpt = _copy(tiny_dir(fixture), tmp_path / "ckpt")
+    _set_config(ckpt, key, value, under)
+    r = run_cli("convert", str(ckpt), "-o", str(out_dir / "m.gguf"))
+    _assert_clean_failure(r, out_dir, "config.json", key)

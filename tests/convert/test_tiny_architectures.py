@@ -21,6 +21,10 @@ EXPECTED = {
     "qwen2-bpe": ("qwen2", "gpt2", "qwen2"),
     "gemma2-spm": ("gemma2", "llama", "default"),
     "gemma3-fast": ("gemma3", "llama", "default"),
+    "gemma-spm": ("gemma", "llama", "default"),
+    "qwen3-bpe": ("qwen3", "gpt2", "qwen2"),
+    "gemma3-multimodal": ("gemma3", "llama", "default"),
+    "apertus-bpe": ("apertus", "gpt2", "llama-bpe"),
 }
 
 

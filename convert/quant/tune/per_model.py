@@ -14,7 +14,13 @@ from seachat.convert.errors import UserError
 from seachat.convert.gguf_file.ggml_types import TYPES
 from seachat.convert.gguf_file.reader import GGUFHeader
 from seachat.convert.quant.plan import plan_tensors
-from seachat.convert.quant.profiles import LayerSelector, Profile, Rule, load_profile
+from seachat.convert.quant.profiles import (
+    EXPERT_KINDS,
+    LayerSelector,
+    Profile,
+    Rule,
+    load_profile,
+)
 from seachat.convert.quant.tune.allocate import Allocation, allocate
 from seachat.convert.quant.tune.groups import PLAN_LADDERS, Group, make_groups
 
@@ -22,6 +28,11 @@ from seachat.convert.quant.tune.groups import PLAN_LADDERS, Group, make_groups
 # output projection's sensitivity (bench part 2: q5_0 input rows cost ~0.6x what q5_0 output
 # rows cost, on SmolLM2 with an extended vocabulary).
 TOKEN_EMBD_PROXY = 0.5
+# Expert tensors were not measured either: for every token the chosen experts of a block do
+# what the dense FFN of a dense block does, so all of a block's experts quantized to a type
+# are weighed as the dense FFN of the same depth quantized to it (same ΔKLD, n_expert times
+# the bytes: the allocation then gives experts the cheaper types, as MoE recipes do).
+EXPERT_PROXY = 1.0
 
 
 def _interpolate(points: dict[float, np.ndarray], bpw: float, source_bpw: float) -> np.ndarray:
@@ -63,6 +74,9 @@ def transfer_measurements(
         scale = 1.0
         if not measured and g.kind == "token_embd" and g.layers is None and by_key.get("output"):
             measured, scale = by_key["output"], TOKEN_EMBD_PROXY
+        if not measured and g.kind in EXPERT_KINDS:
+            measured = by_key.get(f"{EXPERT_KINDS[g.kind]}@{g.layers}")
+            scale = EXPERT_PROXY
         if not measured:
             continue
         points = {
@@ -153,6 +167,8 @@ def allocate_for_header(profile: Profile, header: GGUFHeader) -> Profile:
             token_embd_type = ty
         else:
             rules.append((g.kind, g.layers, ty))
+    # expert rules first: a dense-kind rule also matches the experts (first match wins)
+    rules.sort(key=lambda r: r[0] not in EXPERT_KINDS)
     new_rules = [
         Rule(i + 1, ty, (kind,), None, LayerSelector.parse(layers) if layers else None, why)
         for i, (kind, layers, ty) in enumerate(rules)

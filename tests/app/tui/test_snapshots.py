@@ -68,6 +68,10 @@ async def ready(pilot) -> None:
         await pilot.pause(0.05)
     box = app.screen.query_one("ChatInput")
     box.cursor_blink = False
+    # The input takes focus once the model is in (what a person sees); under load that can
+    # come a few frames after `runtime` is set.
+    while not box.has_focus and time.monotonic() < deadline:
+        await pilot.pause(0.05)
     messages = app.screen.query("#messages")
     last = None
     while time.monotonic() < deadline:
