@@ -278,25 +278,15 @@ def plan_tensors(
         kind = tensor_kind(info.name)
         shape = tuple(info.shape)
         n_el = info.n_elements
-        if not llama_quantizes(info.name, info.shape):
-            plan.tensors.append(
-                TensorPlan(
-                    info.name,
-                    shape,
-                    kind,
-                    layer,
-                    src_name,
-                    quantize=False,
-                    requested=src_name,
-                    final=src_name,
-                    decided_by="kept (not a quantizable weight)",
-                    n_elements=n_el,
-                    n_bytes=info.n_bytes,
-                )
-            )
-            continue
-        wanted, decided_by = _requested(profile, info.name, kind, tied, layer, n_layer, used)
-        final, why = _fallback_chain(profile, wanted, info.shape[0])
+        quantize = llama_quantizes(info.name, info.shape)
+        if quantize:
+            wanted, decided_by = _requested(profile, info.name, kind, tied, layer, n_layer, used)
+            final, why = _fallback_chain(profile, wanted, info.shape[0])
+            requested, final_name = wanted.name, final.name
+            n_bytes = n_el // info.shape[0] * final.row_bytes(info.shape[0])
+        else:
+            requested = final_name = src_name
+            decided_by, why, n_bytes = "kept (not a quantizable weight)", None, info.n_bytes
         plan.tensors.append(
             TensorPlan(
                 info.name,
@@ -304,13 +294,13 @@ def plan_tensors(
                 kind,
                 layer,
                 src_name,
-                quantize=True,
-                requested=wanted.name,
-                final=final.name,
+                quantize=quantize,
+                requested=requested,
+                final=final_name,
                 decided_by=decided_by,
                 fallback=why,
                 n_elements=n_el,
-                n_bytes=n_el // info.shape[0] * final.row_bytes(info.shape[0]),
+                n_bytes=n_bytes,
             )
         )
     plan.unused_rules = [r.describe() for r in profile.rules if r.index not in used]

@@ -344,14 +344,19 @@ def profile_from_dict(data: dict[str, Any], source: str = "<profile>") -> Profil
     )
 
 
-def _identity(source: str, data: dict[str, Any]) -> tuple[str, str, float]:
-    """Only known keys, the required ones present; the name, one-line summary and target."""
-    unknown = set(data) - _TOP_KEYS
+def _known_keys(where: str, table: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:
+    """A misspelt key is an error, not a silently ignored setting."""
+    unknown = set(table) - set(allowed)
     if unknown:
         raise _err(
-            source,
-            f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_TOP_KEYS))})",
+            where,
+            f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})",
         )
+
+
+def _identity(source: str, data: dict[str, Any]) -> tuple[str, str, float]:
+    """Only known keys, the required ones present; the name, one-line summary and target."""
+    _known_keys(source, data, _TOP_KEYS)
     for key in ("name", "summary", "target_bpw", "default_type"):
         if key not in data:
             raise _err(source, f"missing required key {key!r}")
@@ -414,12 +419,7 @@ def _rules(source: str, raw: Any) -> tuple[Rule, ...]:
 def _rule(where: str, index: int, raw: Any) -> Rule:
     if not isinstance(raw, dict):
         raise _err(where, "each [[rules]] entry must be a table")
-    bad = set(raw) - _RULE_KEYS
-    if bad:
-        raise _err(
-            where,
-            f"unknown key(s) {', '.join(sorted(bad))} (allowed: {', '.join(sorted(_RULE_KEYS))})",
-        )
+    _known_keys(where, raw, _RULE_KEYS)
     if "type" not in raw:
         raise _err(where, "missing 'type'")
     rtype = _type(where, raw["type"], "type")
@@ -460,12 +460,7 @@ def _allocate(source: str, raw: Any) -> Allocate:
     where = f"{source}: [allocate]"
     if not isinstance(raw, dict):
         raise _err(where, "must be a table")
-    bad = set(raw) - _ALLOCATE_KEYS
-    if bad:
-        raise _err(
-            where,
-            f"unknown key(s) {', '.join(sorted(bad))} (allowed: {', '.join(sorted(_ALLOCATE_KEYS))})",
-        )
+    _known_keys(where, raw, _ALLOCATE_KEYS)
     budget = raw.get("budget")
     if isinstance(budget, bool) or not isinstance(budget, (str, int, float)):
         raise _err(where, 'budget must be a stock profile name (e.g. "q4_k_m") or bits per weight')
@@ -517,9 +512,7 @@ def _calibration(source: str, raw: Any) -> Calibration:
     where = f"{source}: [calibration]"
     if not isinstance(raw, dict):
         raise _err(where, "must be a table")
-    bad = set(raw) - _CALIBRATION_KEYS
-    if bad:
-        raise _err(where, f"unknown key(s) {', '.join(sorted(bad))}")
+    _known_keys(where, raw, _CALIBRATION_KEYS)
     mix_raw = raw.get("mix", {})
     if not isinstance(mix_raw, dict) or not mix_raw:
         raise _err(where, "needs a non-empty [calibration.mix] table of language = weight")

@@ -370,19 +370,43 @@ def _unigram_vocab(tj: dict[str, Any], added: list[AddedToken], vocab_size: int)
     tokens = [t.encode("utf-8") for t in tokens_s]
     _pad(tokens, types, scores, _target_size(vocab_size, added))
     _apply_added(tokens, types, scores, added)
+    return _spm_style_json_vocab(
+        tj,
+        "t5",
+        tokens,
+        types,
+        scores,
+        added,
+        "tokenizer.json (Unigram)",
+        remove_extra_whitespaces=False,
+        precompiled_charsmap=_precompiled_charsmap(tj),
+    )
+
+
+def _spm_style_json_vocab(
+    tj: dict[str, Any],
+    model: str,
+    tokens: list[bytes],
+    types: list[int],
+    scores: list[float],
+    added: list[AddedToken],
+    source: str,
+    **extra: Any,
+) -> Vocab:
+    """A SentencePiece-style tokenizer.json (Unigram, or BPE with byte fallback) as a Vocab:
+    prefix space, normalizer and post-processor come from the file itself."""
     return Vocab(
-        model="t5",
+        model=model,
         pre="default",
         tokens=tokens,
         types=types,
         scores=scores,
         add_space_prefix=_spm_style_add_prefix(tj),
-        remove_extra_whitespaces=False,
-        precompiled_charsmap=_precompiled_charsmap(tj),
         added=added,
-        source="tokenizer.json (Unigram)",
+        source=source,
         normalizer=_normalizer_form(tj),
         post_processor=tj.get("post_processor"),
+        **extra,
     )
 
 
@@ -418,17 +442,14 @@ def _spm_style_bpe_vocab(
             types[i] = TokenType.UNUSED
     tokens = [t.encode("utf-8") for t in tokens_s]
     _apply_added(tokens, types, scores, added)
-    return Vocab(
-        model="llama",
-        pre="default",
-        tokens=tokens,
-        types=types,
-        scores=scores,
-        add_space_prefix=_spm_style_add_prefix(tj),
-        added=added,
-        source="tokenizer.json (SentencePiece-style BPE, byte fallback)",
-        normalizer=_normalizer_form(tj),
-        post_processor=tj.get("post_processor"),
+    return _spm_style_json_vocab(
+        tj,
+        "llama",
+        tokens,
+        types,
+        scores,
+        added,
+        "tokenizer.json (SentencePiece-style BPE, byte fallback)",
     )
 
 
