@@ -13,8 +13,9 @@ pass `--llama-cpp DIR` (the untarred folder), or leave it out to bench seachat a
 
 Gemma 3 270M is an extreme case: its 262k-token vocabulary (parsed, written and proven on
 every conversion) is large next to its 0.5 GB of weights. `--synthetic` adds a 7B-shaped Qwen3
-checkpoint (Qwen3-8B's shape with random bf16 weights, about 15 GiB, written shard by shard)
-to show the regime publishers convert in, where the weights dominate.
+checkpoint (Qwen3-8B's shape with random bf16 weights, about 15 GiB, written shard by shard,
+and Qwen2's real tokenizer rebuilt from llama.cpp's test vocabulary, so llama.cpp's converter
+accepts it too) to show the regime publishers convert in, where the weights dominate.
 
 usage: python bench/convert.py [--rounds 3] [--checkpoint DIR] [--synthetic] [--llama-cpp DIR]
 """
@@ -31,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+import gguf
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,9 +62,55 @@ QWEN3_7B_SHAPE = dict(
 )
 
 
-def synthetic_checkpoint(cache: Path) -> Path:
+def qwen2_tokenizer(llama_cpp: Path, out: Path) -> int:
+    """Qwen2's real byte-level BPE (151,936 ids), rebuilt as tokenizer.json from the vocabulary
+    file llama.cpp ships for its tokenizer tests: a tokenizer llama.cpp's converter recognises
+    (its pre-tokenizer check hashes the token ids of a probe text), so both converters run on
+    the same checkpoint. Returns the vocabulary size."""
+    import json
+
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    from tests.fixtures.tiny_checkpoints import QWEN2_REGEX
+
+    reader = GGUFReader(llama_cpp / "vendor/llama.cpp/models/ggml-vocab-qwen2.gguf")
+
+    def field(key: str) -> list:
+        f = reader.fields[key]
+        if f.types[-1] == gguf.GGUFValueType.STRING:
+            return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+        return [int(f.parts[i][0]) for i in f.data]
+
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    merges = [tuple(m.split(" ", 1)) for m in field("tokenizer.ggml.merges")]
+    # Ids below the first control token are ordinary BPE tokens in Qwen2's own tokenizer.json,
+    # whatever type llama.cpp's file gives them; the control tokens are its added tokens.
+    first_added = types.index(gguf.TokenType.CONTROL)
+    vocab = {tok: i for i, tok in enumerate(tokens[:first_added])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(
+        [
+            AddedToken(tokens[i], special=True, normalized=False)
+            for i in range(first_added, len(tokens))
+        ]
+    )
+    tok.save(str(out / "tokenizer.json"))
+    config = {"tokenizer_class": "Qwen2Tokenizer", "eos_token": "<|endoftext|>", "bos_token": None}
+    (out / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return len(tokens)
+
+
+def synthetic_checkpoint(cache: Path, llama_cpp: Path) -> Path:
     """A Qwen3-8B-shaped checkpoint: random bf16 weights written one shard (layer) at a time,
-    so building it needs memory for one layer, not the model; the tiny test BPE tokenizer."""
+    so building it needs memory for one layer, not the model; Qwen2's real tokenizer."""
     out = cache / "bench-synthetic-qwen3-7b"
     if (out / "model.safetensors.index.json").is_file():
         return out
@@ -72,10 +120,8 @@ def synthetic_checkpoint(cache: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from tests.fixtures.tiny_checkpoints import _bpe_qwen2_tokenizer
-
     tmp = Path(tempfile.mkdtemp(dir=cache))
-    vocab = _bpe_qwen2_tokenizer(tmp)
+    vocab = qwen2_tokenizer(llama_cpp, tmp)
     cfg = Qwen3Config(vocab_size=vocab, torch_dtype="bfloat16", **QWEN3_7B_SHAPE)
     cfg.architectures = ["Qwen3ForCausalLM"]
     cfg.save_pretrained(tmp)
@@ -113,17 +159,13 @@ def plain_copy(src: Path, dst: Path) -> float:
 
 
 def seachat_command(src: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "seachat.app",
-        "convert",
-        str(src),
-        "-o",
-        str(out),
-        "--outtype",
-        "f16",
-    ]
+    cmd = [sys.executable, "-m", "seachat.app", "convert", str(src), "-o", str(out)]
+    cmd += ["--outtype", "f16"]
+    if src.name.startswith("bench-synthetic"):
+        # The rebuilt Qwen2 tokenizer is a stand-in: its `</s>` differs from the GGUF's on one
+        # probe line. The parity check still runs (and is timed); it just does not stop.
+        cmd.append("--allow-tokenizer-mismatch")
+    return cmd
 
 
 def llama_cpp_command(llama_cpp: Path, src: Path, out: Path) -> list[str]:
@@ -211,7 +253,9 @@ def main() -> None:
     cache = Path(os.environ.get("SEACHAT_TEST_CACHE") or Path.home() / ".cache" / "seachat-tests")
     sources = [] if args.only_synthetic else [args.checkpoint or gemma_checkpoint(cache)]
     if args.synthetic or args.only_synthetic:
-        sources.append(synthetic_checkpoint(cache))
+        if args.llama_cpp is None:
+            raise SystemExit("--synthetic needs --llama-cpp (its Qwen2 vocabulary and converter)")
+        sources.append(synthetic_checkpoint(cache, args.llama_cpp))
     for src in sources:
         bench_one(src, cache, args.rounds, args.llama_cpp)
 
