@@ -70,7 +70,7 @@ class Manifest:
             ) from exc
 
 
-def copy_resumable(src: Path, part: Path, on_bytes: Callable[[int], None] = lambda _n: None) -> str:
+def copy_resumable(src: Path, part: Path) -> str:
     """Copy src to part, continuing after what part already holds; the sha256 of the result.
 
     The kept prefix is re-read from part (what is really on the stick), so a prefix damaged
@@ -86,12 +86,10 @@ def copy_resumable(src: Path, part: Path, on_bytes: Callable[[int], None] = lamb
             with part.open("rb") as kept:
                 while block := kept.read(HASH_BLOCK):
                     digest.update(block)
-            on_bytes(have)
         source.seek(have)
         while block := source.read(HASH_BLOCK):
             out.write(block)
             digest.update(block)
-            on_bytes(len(block))
         out.flush()
         os.fsync(out.fileno())
     return digest.hexdigest()

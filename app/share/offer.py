@@ -35,13 +35,11 @@ class OfferedFile:
     model: str  # general.name of the model the file belongs to
 
 
-def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(HASH_BLOCK):
             digest.update(block)
-            if on_bytes:
-                on_bytes(len(block))
     return digest.hexdigest()
 
 
@@ -55,13 +53,13 @@ class DigestCache:
         except (OSError, ValueError):
             self.entries = {}
 
-    def digest(self, path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    def digest(self, path: Path) -> str:
         st = path.stat()
         key = str(path.resolve())
         known = self.entries.get(key)
         if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             return known[2]
-        value = sha256_file(path, on_bytes)
+        value = sha256_file(path)
         self.entries[key] = [st.st_size, st.st_mtime_ns, value]
         write_text_atomic(self.path, json.dumps(self.entries, indent=0))
         return value
