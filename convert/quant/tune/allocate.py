@@ -56,11 +56,10 @@ def _mckp(costs: list[np.ndarray], weights: list[np.ndarray], cap: int) -> list[
             wj = int(w[j])
             if wj > cap:
                 continue
-            cand = np.full(cap + 1, inf)
-            cand[wj:] = dp[: cap + 1 - wj] + c[j]
-            better = cand < new
-            new[better] = cand[better]
-            arg[better] = j
+            cand = dp[: cap + 1 - wj] + c[j]
+            better = cand < new[wj:]
+            new[wj:][better] = cand[better]
+            arg[wj:][better] = j
         dp = new
         choices.append(arg)
     if not np.isfinite(dp).any():
@@ -82,6 +81,7 @@ def allocate(
     fixed_bytes: int,
     *,
     iterations: int = 150,
+    patience: int = 40,
     cells: int = 8000,
 ) -> Allocation:
     """Minimise the worst language's predicted KLD within the byte budget."""
@@ -97,6 +97,7 @@ def allocate(
     cap = avail // unit
     lam = np.full(len(languages), 1.0 / len(languages))
     best: tuple[float, float, list[int]] | None = None
+    since_best = 0
     for _ in range(iterations):
         costs = [m @ lam for m in mats]
         picked = _mckp(costs, weights, cap)
@@ -104,8 +105,11 @@ def allocate(
             break
         k = sum(m[j] for m, j in zip(mats, picked, strict=True))
         key = (float(k.max()), float(k.mean()), picked)
+        since_best += 1
         if best is None or key[:2] < best[:2]:
-            best = key
+            best, since_best = key, 0
+        if since_best > patience:  # the weights have settled: the local search polishes
+            break
         lam = lam * np.exp(0.5 * k / max(float(k.max()), 1e-12))
         lam /= lam.sum()
     if best is None:
@@ -125,32 +129,31 @@ def allocate(
 def _local_search(
     picked: list[int], mats: list[np.ndarray], groups: list[Group], avail: int
 ) -> list[int]:
-    """Single-group changes that lower the worst language (then the mean) within budget."""
+    """Single-group changes that lower the worst language (then the mean) within budget, the
+    best first, until none does: this also spends what the knapsack's byte units left over."""
     picked = list(picked)
-
-    def score(p: list[int]) -> tuple[float, float]:
-        k = sum(m[j] for m, j in zip(mats, p, strict=True))
-        return float(k.max()), float(k.mean())
-
-    def size(p: list[int]) -> int:
-        return sum(g.nbytes[g.ladder[j]] for g, j in zip(groups, p, strict=True))
-
-    current = score(picked)
-    for _ in range(200):
+    sizes = [np.array([g.nbytes[t] for t in g.ladder]) for g in groups]
+    total = sum(m[j] for m, j in zip(mats, picked, strict=True))
+    used = int(sum(int(s[j]) for s, j in zip(sizes, picked, strict=True)))
+    current = (float(total.max()), float(total.mean()))
+    for _ in range(20 * len(groups) + 200):
         best_move = None
-        for gi, g in enumerate(groups):
-            for j in range(len(g.ladder)):
-                if j == picked[gi]:
-                    continue
-                trial = picked.copy()
-                trial[gi] = j
-                if size(trial) > avail:
-                    continue
-                s = score(trial)
-                if s < current and (best_move is None or s < best_move[0]):
-                    best_move = (s, gi, j)
+        for gi, (m, s) in enumerate(zip(mats, sizes, strict=True)):
+            trial = total[None, :] - m[picked[gi]] + m  # (types, languages)
+            fits = used - s[picked[gi]] + s <= avail
+            worst, mean = trial.max(axis=1), trial.mean(axis=1)
+            for j in np.flatnonzero(fits):
+                score = (float(worst[j]), float(mean[j]))
+                if (
+                    j != picked[gi]
+                    and score < current
+                    and (best_move is None or score < best_move[0])
+                ):
+                    best_move = (score, gi, int(j))
         if best_move is None:
             break
         current, gi, j = best_move
+        total = total - mats[gi][picked[gi]] + mats[gi][j]
+        used += int(sizes[gi][j] - sizes[gi][picked[gi]])
         picked[gi] = j
     return picked

@@ -121,7 +121,9 @@ def run_tune(opts: TuneOptions, progress: Progress, note: Callable[[str], None])
         threads=opts.threads,
         progress=progress,
         n_gpu_layers=opts.gpu_layers,
+        output_without_imatrix=base_prof.output_without_imatrix,
     )
+    data["groups"] = [g.to_json() for g in measured_groups]
     # the same solver `quantize` runs for [allocate] profiles, so on this model the written
     # rules and the re-solved ones are identical
     static = dataclasses.replace(
@@ -132,12 +134,11 @@ def run_tune(opts: TuneOptions, progress: Progress, note: Callable[[str], None])
         default_type=lookup("q8_0"),
         allocate=None,
     )
-    alloc, groups = solve_for_header(static, header, data, budget.n_bytes, opts.ranges)
+    alloc, groups = solve_for_header(static, header, [data], budget.n_bytes, opts.ranges)
     tuned = _provenance(opts, header, budget, texts, im, im_info, alloc, measurements)
     toml_text = _write_profile(
         opts, output, measurements, base_prof, budget, groups, alloc, tuned, header.n_params
     )
-    data["groups"] = [g.to_json() for g in measured_groups]
     data.setdefault("allocations", {})[opts.name] = {
         "budget_bytes": budget.n_bytes,
         "budget": budget.description,

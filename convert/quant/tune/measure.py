@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +51,11 @@ def measure(
     progress: Progress | None = None,
     work_dir: Path | None = None,
     n_gpu_layers: int = 0,
+    output_without_imatrix: Collection[str] = (),
 ) -> dict:
-    """ΔKLD per (group, type, language), cached in `cache` (JSON) and resumed from it."""
+    """ΔKLD per (group, type, language), cached in `cache` (JSON) and resumed from it. The
+    output projection is probed without its importance data at `output_without_imatrix`
+    types, as the profile will quantize it."""
     from seachat.convert.quant.evaluate import evaluate_models
 
     settings = {
@@ -62,6 +65,7 @@ def measure(
         "languages": sorted(texts),
         "tokens_per_language": tokens,
         "imatrix": imatrix_id,
+        "output_without_imatrix": sorted(output_without_imatrix),
     }
     data = _cached(cache, settings)
     header = read_gguf_header(model)
@@ -77,7 +81,17 @@ def measure(
         for start in range(0, len(todo), batch):
             part = todo[start : start + batch]
             probes = [
-                _probe(model, work / f"probe-{i}.gguf", g, ty, src_types, imatrix_means, threads)
+                probe(
+                    model,
+                    work / f"probe-{i}.gguf",
+                    g,
+                    ty,
+                    src_types,
+                    _without(imatrix_means, g.tensors)
+                    if g.kind == "output" and ty in output_without_imatrix
+                    else imatrix_means,
+                    threads,
+                )
                 for i, (g, ty) in enumerate(part)
             ]
             reports = evaluate_models(
@@ -102,6 +116,10 @@ def measure(
     return data
 
 
+def _without(means: dict[str, np.ndarray] | None, names: list[str]) -> dict | None:
+    return None if means is None else {k: v for k, v in means.items() if k not in names}
+
+
 def _cached(cache: Path, settings: dict) -> dict:
     """What an earlier run with the same settings stored (its measurements and allocations),
     else a fresh table: a changed model, text or imatrix invalidates every measurement."""
@@ -116,7 +134,7 @@ def _cached(cache: Path, settings: dict) -> dict:
     return {"settings": settings, "delta": {}}
 
 
-def _probe(
+def probe(
     model: Path,
     path: Path,
     group: Group,
@@ -125,8 +143,8 @@ def _probe(
     imatrix_means: dict[str, np.ndarray] | None,
     threads: int | None,
 ) -> Path:
-    """The model with only `group` quantized to `ty`: every other quantizable tensor is
-    pinned to its source type by exact name."""
+    """The model with only `group` quantized to `ty` (with `imatrix_means`, as given): every
+    other quantizable tensor is pinned to its source type by exact name."""
     from seachat.convert.llama.quantizer import run_llama_quantize
 
     chosen = set(group.tensors)

@@ -22,7 +22,14 @@ from seachat.convert.quant.profiles import (
     load_profile,
 )
 from seachat.convert.quant.tune.allocate import Allocation, allocate
-from seachat.convert.quant.tune.groups import PLAN_LADDERS, Group, make_groups
+from seachat.convert.quant.tune.groups import (
+    PLAN_LADDERS,
+    Group,
+    block_rules,
+    make_groups,
+    row_regime,
+    split_by_layer,
+)
 
 # An untied input embedding was not measured on Gemma's tied one; it is weighed as half the
 # output projection's sensitivity (bench part 2: q5_0 input rows cost ~0.6x what q5_0 output
@@ -57,25 +64,51 @@ def _interpolate(points: dict[float, np.ndarray], bpw: float, source_bpw: float)
     return np.exp(logs[lo] * (1 - t) + logs[hi] * t)
 
 
+def measured_by_regime(
+    measurements: Sequence[dict],
+) -> tuple[dict[tuple[str, int | None], dict[str, dict]], list[str]]:
+    """(group key, row regime it was measured on) -> type -> per-language ΔKLD, over every file
+    (the first file measuring a group on a regime wins); and the languages all files share."""
+    table: dict[tuple[str, int | None], dict[str, dict]] = {}
+    languages: set[str] | None = None
+    for data in measurements:
+        rows = {g["key"]: int(g["row"]) for g in data.get("groups", [])}
+        per_key: dict[str, dict[str, dict]] = {}
+        for key, entry in data["delta"].items():
+            gkey, ty = key.rsplit("|", 1)
+            per_key.setdefault(gkey, {})[ty] = entry
+        for gkey, types in per_key.items():
+            regime = row_regime(rows[gkey]) if gkey in rows else None
+            table.setdefault((gkey, regime), types)
+        langs = set(next(iter(data["delta"].values())))
+        languages = langs if languages is None else languages & langs
+    if not languages:
+        raise UserError("the measurement files share no language; measure them on the same text")
+    return table, sorted(languages)
+
+
+def _lookup(table: dict, key: str, row: int) -> dict[str, dict] | None:
+    """A group's measurements made on rows of its own regime, else on any rows."""
+    if (key, row_regime(row)) in table:
+        return table[(key, row_regime(row))]
+    return next((types for (k, _), types in table.items() if k == key), None)
+
+
 def transfer_measurements(
-    groups: list[Group], measurements: dict
+    groups: list[Group], measurements: Sequence[dict]
 ) -> tuple[dict, list[str], list[Group]]:
-    """Map measured ΔKLD (by group key: kind and depth range) onto this model's groups and
-    their ladders. Returns (delta, languages, groups that can be allocated)."""
-    by_key: dict[str, dict[str, dict[str, float]]] = {}
-    for key, entry in measurements["delta"].items():
-        gkey, ty = key.rsplit("|", 1)
-        by_key.setdefault(gkey, {})[ty] = entry
-    languages = sorted(next(iter(measurements["delta"].values())))
+    """Map measured ΔKLD (by group key: kind and depth range, and by row regime) onto this
+    model's groups and their ladders. Returns (delta, languages, groups that can be allocated)."""
+    table, languages = measured_by_regime(measurements)
     delta: dict[str, dict[str, float]] = {}
     usable = []
     for g in groups:
-        measured = by_key.get(g.key)
+        measured = _lookup(table, g.key, g.row)
         scale = 1.0
-        if not measured and g.kind == "token_embd" and g.layers is None and by_key.get("output"):
-            measured, scale = by_key["output"], TOKEN_EMBD_PROXY
+        if not measured and g.kind == "token_embd" and g.layers is None:
+            measured, scale = _lookup(table, "output", g.row), TOKEN_EMBD_PROXY
         if not measured and g.kind in EXPERT_KINDS:
-            measured = by_key.get(f"{EXPERT_KINDS[g.kind]}@{g.layers}")
+            measured = _lookup(table, f"{EXPERT_KINDS[g.kind]}@{g.layers}", g.row)
             scale = EXPERT_PROXY
         if not measured:
             continue
@@ -100,7 +133,7 @@ def transfer_measurements(
 def solve_for_header(
     profile: Profile,
     header: GGUFHeader,
-    measurements: dict,
+    measurements: Sequence[dict],
     budget_bytes: int,
     ranges: int = 3,
     fixed_kinds: Sequence[str] = (),
@@ -113,6 +146,7 @@ def solve_for_header(
     groups, fixed = make_groups(header, n_ranges=ranges, by_row=PLAN_LADDERS)
     delta, languages, usable = transfer_measurements(groups, measurements)
     usable = [g for g in usable if g.kind not in fixed_kinds]
+    usable, delta = split_by_layer(usable, delta, header)
     usable_names = {name for g in usable for name in g.tensors}
     static_plan = plan_tensors(
         static,
@@ -145,7 +179,7 @@ def allocate_for_header(profile: Profile, header: GGUFHeader) -> Profile:
     the budget, ahead of the profile's own rules (which still decide everything else)."""
     spec = profile.allocate
     assert spec is not None
-    measurements = json.loads(spec.measurements.read_text(encoding="utf-8"))
+    measurements = [json.loads(p.read_text(encoding="utf-8")) for p in spec.measurements]
     budget_bytes, budget_desc = budget_bytes_for(spec.budget, header)
     try:
         alloc, usable = solve_for_header(
@@ -155,22 +189,21 @@ def allocate_for_header(profile: Profile, header: GGUFHeader) -> Profile:
         raise UserError(
             f"{profile.source or profile.name}: cannot fit {header.path} within the {budget_desc} ({exc})"
         ) from None
-    rules = []
     output_type = profile.output_type
     token_embd_type = profile.token_embd_type
     why = f"allocated for this model: worst language within the {budget_desc}"
     for g in usable:
-        ty = TYPES[alloc.choice[g.key]]
         if g.layers is None and g.kind == "output":
-            output_type = ty
+            output_type = TYPES[alloc.choice[g.key]]
         elif g.layers is None and g.kind == "token_embd":
-            token_embd_type = ty
-        else:
-            rules.append((g.kind, g.layers, ty))
+            token_embd_type = TYPES[alloc.choice[g.key]]
+    rules = [(kind, layers, TYPES[ty]) for kind, layers, ty in block_rules(usable, alloc.choice)]
     # expert rules first: a dense-kind rule also matches the experts (first match wins)
     rules.sort(key=lambda r: r[0] not in EXPERT_KINDS)
     new_rules = [
-        Rule(i + 1, ty, (kind,), None, LayerSelector.parse(layers) if layers else None, why)
+        Rule(
+            i + 1, ty, (kind,), None, None if layers == "all" else LayerSelector.parse(layers), why
+        )
         for i, (kind, layers, ty) in enumerate(rules)
     ]
     offset = len(new_rules)

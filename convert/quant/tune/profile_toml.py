@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from fractions import Fraction
 
 from seachat.convert.gguf_file.ggml_types import DEFAULT_FILE_TYPE, TYPES
 from seachat.convert.quant.tune.allocate import Allocation
-from seachat.convert.quant.tune.groups import Group
-
-
-def _merge_ranges(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """[(layers 'a-b', type)] sorted by depth -> adjacent ranges with one type merged."""
-    out: list[tuple[str, str]] = []
-    for layers, ty in items:
-        if out and out[-1][1] == ty:
-            lo = out[-1][0].split("-")[0]
-            hi = layers.split("-")[1]
-            out[-1] = (f"{lo}-{hi}", ty)
-        else:
-            out.append((layers, ty))
-    return [("all" if layers == "0-1" else layers, ty) for layers, ty in out]
+from seachat.convert.quant.tune.groups import Group, block_rules
 
 
 def profile_toml(
@@ -38,7 +24,6 @@ def profile_toml(
     allocate: dict | None = None,
     token_embd_type: str | None = None,
 ) -> str:
-    by_kind: dict[str, list[tuple[Fraction, str, str]]] = {}
     output_type = None
     default_counts: dict[str, int] = {}
     for g in groups:
@@ -49,8 +34,6 @@ def profile_toml(
         if g.kind == "token_embd" and g.layers is None:
             token_embd_type = ty
             continue
-        lo = Fraction(g.layers.split("-")[0]) if g.layers else Fraction(0)
-        by_kind.setdefault(g.kind, []).append((lo, g.layers or "0-1", ty))
         if ty in DEFAULT_FILE_TYPE:
             default_counts[ty] = default_counts.get(ty, 0) + g.n_elements
     main_type = max(default_counts, key=default_counts.get) if default_counts else "q8_0"
@@ -73,13 +56,11 @@ def profile_toml(
         lines.append(f'token_embd_type = "{token_embd_type}"')
     lines.append("imatrix = true")
     lines += _allocate_lines(allocate) + [""] + _calibration_lines(calibration)
-    for kind in sorted(by_kind):
-        items = [(layers, ty) for _, layers, ty in sorted(by_kind[kind])]
-        for layers, ty in _merge_ranges(items):
-            lines += ["[[rules]]", f'kind = "{kind}"']
-            if layers != "all":
-                lines.append(f'layers = "{layers}"')
-            lines += [f'type = "{ty}"', ""]
+    for kind, layers, ty in block_rules(groups, allocation.choice):
+        lines += ["[[rules]]", f'kind = "{kind}"']
+        if layers != "all":
+            lines.append(f'layers = "{layers}"')
+        lines += [f'type = "{ty}"', ""]
     lines.append("[tuned]")
     lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in tuned.items()]
     return "\n".join(lines) + "\n"

@@ -157,6 +157,23 @@ def gemma3_f16(quant_cache: Path, gemma3_gguf: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma_wide_f16(quant_cache: Path, cache_dir: Path, gemma_hf: Path) -> Path:
+    """Gemma 3 270M widened to 768 and de-gridded (tests/fixtures/gemma_wide.py): every row a
+    multiple of 256, as in 1.5B-70B models; F16 from `seachat convert`."""
+    from tests.conftest import shared_dir
+    from tests.convert.conftest import run_cli
+    from tests.fixtures.gemma_wide import RECIPE_VERSION, build_gemma_fixture
+
+    path = quant_cache / f"gemma3-270m-wide768-v{RECIPE_VERSION}-f16.gguf"
+    if not path.exists():
+        degrid = shared_dir() / "tools" / "degrid.py"
+        hf = build_gemma_fixture(gemma_hf, cache_dir / "gemma3-270m-degrid-768-hf", degrid, 768)
+        result = run_cli("convert", str(hf), "--outtype", "f16", "-o", str(path))
+        assert result.returncode == 0, result.stderr + result.stdout
+    return path
+
+
+@pytest.fixture(scope="session")
 def sea_texts() -> dict[str, str]:
     """The shipped held-out evaluation text for the scripts every feature is tested with."""
     from seachat.convert.quant.evaluate import read_eval_texts

@@ -111,13 +111,14 @@ def test_sea_profiles_are_never_larger_than_their_stock_budget(
     gemma3_gguf: Path, tiny_llama: Path, smollm2_gguf: Path
 ):
     """On the tied, 640-wide Gemma they were tuned on, on an untied 256-wide Llama and on
-    SmolLM2 (576 wide): [allocate] re-solves the types so the size bound holds on any shape."""
+    SmolLM2 (576 wide): [allocate] re-solves the types so the size bound holds on any shape,
+    and spends the budget (at least 98 % of it)."""
     for path in (gemma3_gguf, tiny_llama, smollm2_gguf):
         header = read_gguf_header(path)
         for sea, stock in SEA_BUDGETS.items():
             ours = plan_for_header(load_profile(sea), header).n_bytes
             theirs = plan_for_header(load_profile(stock), header).n_bytes
-            assert ours <= theirs, (path.name, sea, ours, theirs)
+            assert 0.98 * theirs <= ours <= theirs, (path.name, sea, ours / theirs)
 
 
 def test_allocation_on_the_tuning_model_reproduces_the_written_rules(gemma3_gguf: Path):
@@ -150,6 +151,9 @@ def test_allocation_adapts_to_another_shape(tiny_llama: Path):
         ({"budget": "sea-q4", "measurements": "m.json"}, "itself allocated"),
         ({"budget": 40, "measurements": "m.json"}, "out of range"),
         ({"budget": "q4_k_m", "measurements": "missing.json"}, "not found"),
+        ({"budget": "q4_k_m", "measurements": ["m.json", "missing.json"]}, "not found"),
+        ({"budget": "q4_k_m", "measurements": []}, "or a list of them"),
+        ({"budget": "q4_k_m", "measurements": ["m.json", 3]}, "or a list of them"),
         (
             {"budget": "q4_k_m", "measurements": "m.json", "fixed": ["outputs"]},
             "fixed must be a list of kinds",
@@ -205,6 +209,8 @@ def test_ggml_type_ids_match_llama_cpp():
         ({"imatrix": True, "calibration": {"mix": {}}}, "non-empty [calibration.mix]"),
         ({"imatrix": True, "calibration": {"mix": {"tha_Thai": 1}, "chunk_size": 8}}, "chunk_size"),
         ({"colour": "red"}, "unknown key(s) colour"),
+        ({"output_without_imatrix": "q6_k"}, "must be a list of type names"),
+        ({"output_without_imatrix": ["q6_q"]}, "unknown ggml type 'q6_q'"),
     ],
 )
 def test_invalid_profiles_are_rejected_with_one_line(extra, message):

@@ -312,3 +312,43 @@ def test_an_imatrix_for_another_model_is_rejected(tiny_llama: Path, tmp_path: Pa
             tiny_llama, tmp_path / "out.gguf", "q4_k_m", imatrix=path, evaluate=False
         )
     assert not (tmp_path / "out.gguf").exists()
+
+
+def test_output_is_quantized_without_its_imatrix_entry_where_the_profile_says(
+    tiny_llama: Path, tmp_path: Path, sea_texts
+):
+    """output_without_imatrix = ["q6_k"]: llama.cpp gets the matrix minus output.weight's
+    entry (byte-identical to quantizing with it removed, unlike with it), and the calibration
+    record says so."""
+    from seachat.convert.llama.core import Model
+    from seachat.convert.quant.calibration import build_calibration
+
+    with Model(tiny_llama, vocab_only=True) as m:
+        cset = build_calibration(m, sea_texts, mix=None, total_tokens=1024, chunk_size=128)
+    im = compute_imatrix(tiny_llama, cset.chunks, n_ctx=128, threads=2, process_output=True)
+    assert "output.weight" in im.entries
+    im_path = write_imatrix(im, tmp_path / "im.gguf")
+    prof = tmp_path / "out-q6.toml"
+    prof.write_text(
+        'name = "out-q6"\nsummary = "x"\ntarget_bpw = 8.5\ndefault_type = "q8_0"\n'
+        'file_type = "Q8_0"\noutput_type = "q6_k"\noutput_without_imatrix = ["q6_k"]\n'
+        "imatrix = true\n",
+        encoding="utf-8",
+    )
+    ours = quantize_with_profile(
+        tiny_llama, tmp_path / "ours.gguf", prof, imatrix=im_path, evaluate=False, threads=2
+    )
+    overrides = [("^output\\.weight$", 14)]  # GGML_TYPE_Q6_K
+    means = im.means()
+    digests = {}
+    for label, given in (
+        ("without", {k: v for k, v in means.items() if k != "output.weight"}),
+        ("with", means),
+    ):
+        path = tmp_path / f"{label}.gguf"
+        run_llama_quantize(tiny_llama, path, ftype=7, overrides=overrides, imatrix=given, threads=2)
+        digests[label] = tensor_digests(path)["output.weight"]
+    mine = tensor_digests(ours.output)["output.weight"]
+    assert mine == digests["without"] != digests["with"]
+    record = json.loads(read_gguf_header(ours.output).get(CALIBRATION_KEY))
+    assert any("output.weight quantized to q6_k without" in n for n in record["notes"])

@@ -29,7 +29,7 @@ def test_groups_of_the_tiny_model(tiny_llama: Path):
         down.row == 640 and down.ladder[0] == "iq4_nl" and down.ladder[-1] == "f16"
     )  # 32-block ladder
     q = next(g for g in groups if g.key == "attn_q@0-1/2")
-    assert q.ladder[:2] == ["q4_k", "q5_k"] and q.tensors == [
+    assert q.ladder[:3] == ["q2_k", "q3_k", "q4_k"] and q.tensors == [
         "blk.0.attn_q.weight",
         "blk.1.attn_q.weight",
     ]
