@@ -462,14 +462,17 @@ def _imatrix_means(job: _Job) -> dict | None:
     if job.im is None:
         return None
     means = job.im.means()
-    for t in job.plan.tensors:
-        if (
-            t.quantize
-            and t.kind in ("output", "token_embd")
-            and t.final in job.prof.output_without_imatrix
-            and means.pop(t.name, None) is not None
-            and job.im_info is not None
-        ):
+    dropped = [
+        t
+        for t in job.plan.tensors
+        if t.quantize
+        and t.kind in ("output", "token_embd")
+        and t.final in job.prof.output_without_imatrix
+        and t.name in means
+    ]
+    for t in dropped:
+        del means[t.name]
+        if job.im_info is not None:
             job.im_info.notes.append(
                 f"{t.name} quantized to {t.final} without its importance data (profile: output_without_imatrix)"
             )

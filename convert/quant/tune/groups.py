@@ -97,6 +97,13 @@ def block_rules(groups: Sequence[Group], choice: dict[str, str]) -> list[tuple[s
     ]
 
 
+def block_count(header: GGUFHeader) -> int:
+    """The model's number of blocks (from its metadata, else its highest block index)."""
+    return int(header.arch_key("block_count", 0) or 0) or (
+        max((layer_of(t.name) or 0) for t in header.tensors) + 1
+    )
+
+
 def make_groups(
     header: GGUFHeader,
     n_ranges: int = 3,
@@ -104,9 +111,7 @@ def make_groups(
     by_row: dict[int, Sequence[str]] | None = None,
 ) -> tuple[list[Group], int]:
     """Groups of quantizable tensors, and the bytes of everything that is not quantized."""
-    n_layer = int(header.arch_key("block_count", 0) or 0) or (
-        max((layer_of(t.name) or 0) for t in header.tensors) + 1
-    )
+    n_layer = block_count(header)
     names = {t.name for t in header.tensors}
     tied = "output.weight" not in names
     ranges = depth_ranges(n_layer, n_ranges)
@@ -179,9 +184,7 @@ def split_by_layer(
     """Each block group as one group per layer, its measured ΔKLD shared out by elements (the
     allocator already takes ΔKLD to add up over tensors), so the allocation can spend the
     budget a layer at a time instead of leaving what no whole depth range fits."""
-    n_layer = int(header.arch_key("block_count", 0) or 0) or (
-        max((layer_of(t.name) or 0) for t in header.tensors) + 1
-    )
+    n_layer = block_count(header)
     infos = {t.name: t for t in header.tensors}
     units: list[Group] = []
     unit_delta: dict = {}
