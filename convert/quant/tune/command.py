@@ -213,6 +213,7 @@ def _write_profile(
             "ranges": opts.ranges,
         },
         token_embd_type=opts.token_embd_type,
+        output_without_imatrix=base_prof.output_without_imatrix,
     )
     profile_from_text(toml_text, str(output))  # what we write must load
     write_text_atomic(output, toml_text)

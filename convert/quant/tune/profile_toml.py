@@ -23,6 +23,7 @@ def profile_toml(
     file_type: str | None = None,
     allocate: dict | None = None,
     token_embd_type: str | None = None,
+    output_without_imatrix: tuple[str, ...] = (),
 ) -> str:
     output_type = None
     default_counts: dict[str, int] = {}
@@ -54,6 +55,8 @@ def profile_toml(
         lines.append(f'output_type = "{output_type}"  # kept at source precision')
     if token_embd_type:
         lines.append(f'token_embd_type = "{token_embd_type}"')
+    if output_without_imatrix:  # as the output was measured (the base profile's setting)
+        lines.append(f"output_without_imatrix = {json.dumps(list(output_without_imatrix))}")
     lines.append("imatrix = true")
     lines += _allocate_lines(allocate) + [""] + _calibration_lines(calibration)
     for kind, layers, ty in block_rules(groups, allocation.choice):

@@ -143,6 +143,14 @@ def test_tune_writes_a_profile_that_loads_and_fits(tiny_llama: Path, tmp_path: P
     )
     prof = load_profile_file(out)
     assert prof.name == "tiny-tuned" and prof.imatrix
+    # measured as sea-q4 (the base) quantizes the output, and written so
+    assert (
+        prof.output_without_imatrix
+        == load_profile_file(
+            Path(__file__).parents[3] / "quant_profiles" / "sea-q4.toml"
+        ).output_without_imatrix
+        == ("q6_k",)
+    )
     assert "tiny-llama" in prof.tuned["model"] and prof.tuned["budget"].startswith("size of q4_k_m")
     header = read_gguf_header(tiny_llama)
     assert (
